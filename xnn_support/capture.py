@@ -3,7 +3,11 @@
 ``capture(model, layers)`` is a context manager that registers forward hooks on the named modules
 (dotted names such as ``"features.29"`` or ``"layer4.1.conv2"``, or module objects) and always
 removes them on exit, also when an exception is raised. Features are cloned in the hook, so an
-in-place ReLU right after a hooked layer cannot change what was captured.
+in-place ReLU right after a hooked layer cannot change what was captured. The default
+``clone="auto"`` copies lazily: only when an in-place module (``inplace=True``, e.g. ``ReLU(inplace=True)``)
+is about to overwrite a captured tensor; an in-place operation written in a ``forward`` (such as
+ResNet's ``out += identity``) is detected through the tensor's version counter and raises a clear
+error asking for ``clone=True`` (always copy), so a captured feature is never silently wrong.
 
 Traps handled:
 
@@ -93,7 +97,7 @@ class Capture:
     """
 
     def __init__(self, model: nn.Module, layers, *, inputs: bool = False, detach: bool = True,
-                 clone: bool = True, repeats: str = "error", stop: bool = False):
+                 clone="auto", repeats: str = "error", stop: bool = False):
         if repeats not in ("error", "warn", "all"):
             raise ValueError(f"repeats must be 'error', 'warn' or 'all', got {repeats!r}")
         self.model = model
@@ -101,9 +105,13 @@ class Capture:
         self.names = list(self.modules)
         self.want_inputs, self.detach, self.clone = inputs, detach, clone
         self.repeats, self.stop = repeats, stop
+        if clone not in (True, False, "auto"):
+            raise ValueError(f"clone must be True, False or 'auto', got {clone!r}")
         self.outputs: Dict[str, object] = {}
+        self._versions: Dict[int, tuple] = {}   # id(tensor) -> (tensor, version) for lazy clones
         self.inputs: Dict[str, object] = {}
         self._calls: Dict[str, int] = {}
+        self._depth = 0
         self._handles: List[torch.utils.hooks.RemovableHandle] = []
         self._truncating = False
 
@@ -112,7 +120,11 @@ class Capture:
         if torch.is_tensor(t):
             if self.detach:
                 t = t.detach()
-            return t.clone() if self.clone else t
+            if self.clone is True:
+                return t.clone()
+            if self.clone == "auto":
+                self._versions[id(t)] = (t, t._version)
+            return t
         if isinstance(t, (tuple, list)):
             return type(t)(self._prep(v) for v in t)
         if isinstance(t, dict):
@@ -148,17 +160,59 @@ class Capture:
             return None
         return hook
 
-    def _reset(self, *_):
-        self._calls = {}
+    def _enter(self, *_):
+        """Pre-hook on the captured modules and their ancestors: a call at depth 0 starts a new
+        forward (whether the user called the root or a submodule), which resets the call counts."""
+        if self._depth == 0:
+            self._calls, self._versions = {}, {}
+        self._depth += 1
+
+    def _leave(self, *_):
+        self._depth = max(0, self._depth - 1)
+
+    def _before_inplace(self, module, args):
+        """An in-place module is about to run: copy any captured tensor it would overwrite."""
+        if not self._versions or not args or not torch.is_tensor(args[0]):
+            return None
+        ptr = args[0].data_ptr()
+        for store in (self.outputs, self.inputs):
+            for k, v in store.items():
+                if (torch.is_tensor(v) and id(v) in self._versions and v.data_ptr() == ptr
+                        and v._version == self._versions[id(v)][1]):  # already changed: _check reports it
+                    c = v.clone()
+                    del self._versions[id(v)]
+                    store[k] = c
+        return None
+
+    def _check(self, name, t):
+        items = t if isinstance(t, (list, tuple)) else t.values() if isinstance(t, dict) else [t]
+        for v in items:
+            if torch.is_tensor(v) and id(v) in self._versions and v._version != self._versions[id(v)][1]:
+                raise CaptureError(
+                    f"the output of layer {name!r} was modified in place after it was captured (an "
+                    "in-place operation in the model's forward, e.g. `out += identity`); use "
+                    "capture(..., clone=True) to copy features at capture time")
 
     def attach(self) -> "Capture":
         if self._handles:
             return self
         try:
-            # the root's pre-hook marks the start of one forward (resets the call counts)
-            self._handles.append(self.model.register_forward_pre_hook(self._reset))
             for name, mod in self.modules.items():
                 self._handles.append(mod.register_forward_hook(self._make_hook(name)))
+            # depth tracking on the captured modules and their ancestors marks one forward
+            named = dict(self.model.named_modules())
+            scope = {""}
+            for name in self.names:
+                parts = name.split(".") if name else []
+                scope.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+            for name in scope:
+                mod = named[name]
+                self._handles.append(mod.register_forward_pre_hook(self._enter))
+                self._handles.append(mod.register_forward_hook(self._leave, always_call=True))
+            if self.clone == "auto":
+                for mod in self.model.modules():
+                    if getattr(mod, "inplace", False) is True:
+                        self._handles.append(mod.register_forward_pre_hook(self._before_inplace))
         except BaseException:
             self.remove()
             raise
@@ -177,7 +231,10 @@ class Capture:
             if name in self.modules:
                 raise CaptureError(f"layer {name!r} did not run in the last forward")
             raise CaptureError(f"layer {name!r} was not requested; requested: {self.names}")
-        return self.outputs[name]
+        out = self.outputs[name]
+        if self._versions:
+            self._check(name, out)
+        return out
 
     def __contains__(self, name) -> bool:
         return name in self.outputs
@@ -185,7 +242,7 @@ class Capture:
     def forward(self, *args, **kwargs):
         """Run the model once; with ``stop=True`` stop after the last requested layer has fired
         (returns None then, else the model's output)."""
-        self._calls = {}
+        self._calls, self._depth = {}, 0
         self._truncating = self.stop
         try:
             return self.model(*args, **kwargs)
@@ -214,7 +271,7 @@ class Capture:
             starts = bar(starts, desc="capture", total=(n + bs - 1) // bs)
         with torch.set_grad_enabled(grad):
             for s in starts:
-                self.outputs = {}
+                self.outputs, self._versions = {}, {}
                 self.forward(x[s:s + bs].to(dev))
                 for k in self.names:
                     t = self[k]
@@ -224,7 +281,7 @@ class Capture:
 
 @contextmanager
 def capture(model: nn.Module, layers: Union[LayerSpec, Iterable[LayerSpec]], *, inputs: bool = False,
-            detach: bool = True, clone: bool = True, repeats: str = "error", stop: bool = False):
+            detach: bool = True, clone="auto", repeats: str = "error", stop: bool = False):
     """Capture outputs (and optionally inputs) of ``layers`` of ``model``.
 
     >>> with capture(model, ["features.3", "features.8"]) as cap:
