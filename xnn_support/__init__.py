@@ -14,5 +14,5 @@ The public core is re-exported here; method modules are imported by name.
 __version__ = "0.1.0"
 
 from .capture import capture, Capture, CaptureError, resolve_layers  # noqa: E402,F401
-from .record import record, results_table, set_ledger, ledger_path  # noqa: E402,F401
+from .ledger import record, results_table, set_ledger, ledger_path  # noqa: E402,F401
 from .utils import seed_everything, device_of, progress  # noqa: E402,F401

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import __version__
-from .record import atomic_write_text, read_ledger
+from .ledger import atomic_write_text, read_ledger
 
 __all__ = ["write_report", "collect"]
 

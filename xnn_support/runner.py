@@ -8,7 +8,7 @@ What papermill does not do and this module adds:
 * **A notebook counts as done only if every cell ran**: a cell that raised, a ``sys.exit`` that
   ended the kernel silently (papermill exits 0 then), a dead kernel, or a declared metric that was
   never recorded all make the run *failed*, with notebook, cell and error named.
-* **Crash-safe outputs and resume**: the executed notebook is written to ``.NN_name.ipynb.partial``
+* **Crash-safe outputs and resume**: the executed notebook is written to ``.NN_name.partial.ipynb``
   and renamed when the run ends; a marker ``NN_name.run.json`` is written atomically *last*, holding
   the hash of the inputs (notebook file, parameters, package version and source). ``--resume``
   skips a notebook only when its marker says ``ok``, the hash matches and the output exists, so a
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
-from .record import atomic_write_text, read_ledger
+from .ledger import atomic_write_text, read_ledger
 
 __all__ = ["NotebookInfo", "RunResult", "catalog", "find_notebook", "coerce_params", "run_notebook",
            "reproduce", "ParameterError", "default_notebooks_dir", "inputs_hash", "PROFILES"]
@@ -183,11 +183,12 @@ class RunResult:
     def describe_error(self) -> str:
         e = self.error or {}
         where = f"cell {e['cell']}" if e.get("cell") is not None else "notebook"
-        return f"{self.name}: {where}: {e.get('ename', 'Error')}: {e.get('evalue', '')}".rstrip()
+        src = f" (`{e['source'][0]}`)" if e.get("source") else ""
+        return f"{self.name}: {where}{src}: {e.get('ename', 'Error')}: {e.get('evalue', '')}".rstrip()
 
 
 def _paths(out_dir: Path, name: str):
-    return (out_dir / f"{name}.ipynb", out_dir / f".{name}.ipynb.partial",
+    return (out_dir / f"{name}.ipynb", out_dir / f".{name}.partial.ipynb",
             out_dir / f"{name}.metrics.json", out_dir / f"{name}.run.json")
 
 
@@ -223,6 +224,18 @@ def _incomplete_cells(nb_path: Path) -> List[Dict[str, Any]]:
     return bad
 
 
+def _source_index(path: Path, source: str, fallback):
+    """Index of the failing cell in the *source* notebook (papermill counts its injected cell)."""
+    import nbformat
+
+    try:
+        cells = nbformat.read(str(path), as_version=4).cells
+        hits = [i for i, c in enumerate(cells) if c.cell_type == "code" and c.source == source]
+        return hits[0] if len(hits) == 1 else fallback
+    except Exception:  # pragma: no cover
+        return fallback
+
+
 def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel: str = KERNEL,
                  progress_bar: bool = False, timeout: Optional[int] = None) -> RunResult:
     """Execute one notebook into ``out_dir``; never raises for a notebook failure (see status)."""
@@ -248,7 +261,8 @@ def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel:
             pm.execute_notebook(str(info.path), str(partial), parameters=params, kernel_name=kernel,
                                 progress_bar=progress_bar, cwd=str(out_dir), execution_timeout=timeout)
     except PapermillExecutionError as e:
-        error = {"cell": e.cell_index, "exec_count": e.exec_count, "ename": e.ename,
+        error = {"cell": _source_index(info.path, e.source, e.cell_index), "exec_count": e.exec_count,
+                 "ename": e.ename,
                  "evalue": str(e.evalue)[:2000], "source": (e.source or "").splitlines()[:3]}
     except Exception as e:  # dead kernel, timeout, bad notebook
         error = {"cell": None, "ename": type(e).__name__, "evalue": str(e)[:2000]}

@@ -1,0 +1,54 @@
+"""Every notebook in notebooks/: committed without outputs, one typed parameters cell with profile
+and seed, metadata for `xnn list`; and each runs end to end with profile=smoke, every cell
+completed and its declared metrics in the ledger."""
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from xnn_support.runner import catalog, read_marker, run_notebook
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_notebook_is_clean_and_conventional(path):
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not any(c.get("outputs") for c in code), "commit notebooks without outputs"
+    assert not any(c.get("execution_count") for c in code), "commit notebooks without execution counts"
+    assert not any("papermill" in c.metadata for c in nb.cells), "papermill metadata left in the notebook"
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[1] is params[0], \
+        "cell 1 = title/citation markdown, cell 2 = parameters"
+    src = params[0].source
+    assert 'profile: str = "default"' in src and "seed: int" in src
+    for line in src.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            assert ":" in line.split("=")[0] and "#" in line, f"parameter not typed and commented: {line!r}"
+    meta = nb.metadata.get("xnn", {})
+    assert meta.get("title") and "smoke" in meta.get("runtime", {}) and isinstance(meta.get("metrics"), list)
+    for c in code:
+        if "skip-execution" in c.metadata.get("tags", []):
+            assert "xnn_support.widgets" in c.source or "widgets." in c.source, "widget cells call xnn_support.widgets"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("info", catalog(ROOT / "notebooks") if NOTEBOOKS else [], ids=lambda i: i.name)
+def test_notebook_runs_in_smoke_profile(info, tmp_path):
+    r = run_notebook(info, {"profile": "smoke"}, tmp_path)
+    assert r.status == "ok", r.describe_error()
+    assert read_marker(tmp_path, info.name)["status"] == "ok"
+    nb = nbformat.read(r.output, as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code" and "skip-execution" not in c.metadata.get("tags", []):
+            assert c.metadata["papermill"]["status"] == "completed"
+    names = {m["name"] for m in json.loads(Path(r.ledger).read_text())["metrics"]}
+    assert set(info.metrics) <= names, f"declared metrics missing: {set(info.metrics) - names}"
