@@ -8,8 +8,9 @@ The only module of the project that touches the network (``urllib``; no third-pa
   place the file by hand.
 * :func:`safe_extract` unpacks zip and tar (.tar, .tar.gz, .tgz) archives. Every member is checked
   *before* anything is written: absolute paths, ``..`` escapes, symlinks or hardlinks whose
-  target resolves outside the target folder, devices and FIFOs raise :class:`UnsafeArchiveError`.
-  Tar extraction additionally uses Python's ``filter="data"`` where available.
+  target resolves outside the target folder, devices and FIFOs raise :class:`UnsafeArchiveError`
+  (zip archives may hold no symlinks at all). These checks are lexical; tar extraction
+  additionally uses Python's ``filter="data"`` (3.11.4+), which resolves link chains on disk.
 * :func:`fetch` = for each resource: reuse a verified local copy (also one placed by hand),
   else download from the mirrors in order; verify; extract (or copy) into ``raw/``; record the
   checksums in ``raw/.xnn_fetch.json`` (read by the converters into each dataset's ``spec``).

@@ -52,7 +52,8 @@ def test_custom_weights_and_subset_of_attributes():
     names = ["lipstick", "rosy_cheeks", "hat"]
     ds = concept_faces(50, 32, attributes=names, weights={"hat": -2.0}, noise=0.0, seed=2)
     assert ds.attribute_names == names and ds.attributes.shape == (50, 3)
-    assert torch.allclose(ds.weights, torch.tensor([DEFAULT_FACE_WEIGHTS["lipstick"], DEFAULT_FACE_WEIGHTS["rosy_cheeks"], -2.0]))
+    planted = [DEFAULT_FACE_WEIGHTS["lipstick"], DEFAULT_FACE_WEIGHTS["rosy_cheeks"], -2.0]
+    assert torch.allclose(ds.weights, torch.tensor(planted))
     assert torch.allclose(ds.target, ds.bias + ds.attributes @ ds.weights, atol=1e-5)
     ds2 = concept_faces(50, 32, attributes=names, weights=[1.0, 2.0, 3.0], noise=0.0, seed=2)
     assert ds2.weights.tolist() == [1.0, 2.0, 3.0]

@@ -200,7 +200,7 @@ def test_text_and_pointnet_learn_toy_tasks():
     r = fit("text_cnn", tr, va, epochs=6, lr=3e-3, batch_size=32, progress=False, cache=False)
     assert r.val_acc >= 0.9
 
-    n = 160
+    n = 200
     pts = torch.randn(n, 64, 3, generator=g)
     pts = pts / pts.norm(dim=-1, keepdim=True)  # spheres
     cube = (torch.rand(n, 64, 3, generator=g) * 2 - 1)
@@ -208,6 +208,6 @@ def test_text_and_pointnet_learn_toy_tasks():
     pts[yy == 1] = cube[yy == 1]
     clouds = PointCloudSet(points=pts, labels=yy, class_names=["sphere", "cube"])
     trp, vap = clouds.split(0.25, seed=0)
-    rp = fit("pointnet", trp, vap, epochs=5, lr=3e-3, batch_size=32, augment="rotate_z+jitter",
-             progress=False, cache=False)
+    rp = fit("pointnet", trp, vap, epochs=6, lr=3e-3, batch_size=16, augment="rotate_z+jitter",
+             progress=False, cache=False, model_config={"bn_momentum": 0.3})
     assert rp.val_acc >= 0.9

@@ -42,10 +42,10 @@ class GlobalMaxPool(nn.Module):
         return x.max(dim=2).values
 
 
-def _mlp1d(widths: Sequence[int]) -> nn.Sequential:
+def _mlp1d(widths: Sequence[int], bn_momentum: float = 0.1) -> nn.Sequential:
     layers = []
     for ci, co in zip(widths[:-1], widths[1:]):
-        layers += [nn.Conv1d(ci, co, 1, bias=False), nn.BatchNorm1d(co), nn.ReLU()]
+        layers += [nn.Conv1d(ci, co, 1, bias=False), nn.BatchNorm1d(co, momentum=bn_momentum), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
@@ -69,11 +69,13 @@ class PointNet(nn.Module):
     """Small PointNet: shared per-point MLP, global max-pool, MLP classifier.
 
     Args: num_classes; widths of the per-point MLP (first must be 3); hidden width of the
-    classifier; dropout; input_transform (add a T-Net).
+    classifier; dropout; input_transform (add a T-Net); bn_momentum (PyTorch convention; the
+    original PointNet starts at 0.5, which helps when there are only a few batches per epoch).
     """
 
     def __init__(self, num_classes: int = 10, widths: Sequence[int] = (3, 64, 64, 128, 256),
-                 hidden: int = 128, dropout: float = 0.3, input_transform: bool = False):
+                 hidden: int = 128, dropout: float = 0.3, input_transform: bool = False,
+                 bn_momentum: float = 0.1):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
@@ -83,10 +85,12 @@ class PointNet(nn.Module):
         if not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
         self.tnet = TNet() if input_transform else None
-        self.features = _mlp1d(widths)
+        if not 0.0 < bn_momentum <= 1.0:
+            raise ValueError(f"bn_momentum must be in (0, 1], got {bn_momentum!r}")
+        self.features = _mlp1d(widths, bn_momentum)
         self.global_feature = GlobalMaxPool()
         self.classifier = nn.Sequential(
-            nn.Linear(widths[-1], hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Linear(widths[-1], hidden, bias=False), nn.BatchNorm1d(hidden, momentum=bn_momentum), nn.ReLU(),
             nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
