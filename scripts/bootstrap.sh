@@ -7,7 +7,14 @@ cd "$(dirname "$0")/.."
 VENV=${XNN_VENV:-.venv}
 PY=${PYTHON:-python3}
 stamp="$VENV/.xnn-stamp"
-want=$(sha256sum pyproject.toml | cut -c1-16)
+# the stamp covers what gets installed (dependencies, extras, entry points), not tool settings
+want=$("$PY" - <<'PY'
+import hashlib, json, tomllib
+p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+keys = ("dependencies", "optional-dependencies", "scripts", "requires-python")
+print(hashlib.sha256(json.dumps({k: p.get(k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16])
+PY
+)
 
 valid() {
   [ -x "$VENV/bin/python" ] || return 1

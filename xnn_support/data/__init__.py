@@ -13,3 +13,4 @@ from .creatures import creatures  # noqa: F401
 from .faces import concept_faces, edit_faces, render_faces, ConceptFaceSet  # noqa: F401
 from .clouds import digits3d, shapes3d, parts3d  # noqa: F401
 from .text import sentiment_corpus, plain_sentences, templated_sentences, encode  # noqa: F401
+from .real import load_real  # noqa: F401
