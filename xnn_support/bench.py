@@ -20,7 +20,9 @@ from torch import nn
 __all__ = ["Row", "benchmark", "run_benchmarks", "format_table", "timeit", "PLUGINS"]
 
 #: modules that register more rows when imported (each method issue adds its own)
-PLUGINS: List[str] = ["xnn_support.bench_core"]
+PLUGINS: List[str] = ["xnn_support.bench_core", "xnn_support.bench_train", "xnn_support.bench_discarding",
+                       "xnn_support.bench_consistency", "xnn_support.bench_icnn", "xnn_support.bench_graph",
+                       "xnn_support.bench_pointcloud"]
 
 _REGISTRY: Dict[str, Callable[[bool], List["Row"]]] = {}
 
@@ -87,6 +89,9 @@ def _load_plugins(log) -> List[Row]:
     for mod in PLUGINS:
         try:
             importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:  # the plugin exists but one of its imports is missing
+                failed.append(Row(f"{mod} (import failed)", float("nan"), float("nan"), "-", note=str(e)[:80]))
         except Exception as e:  # pragma: no cover - shown in the table
             log(f"bench: could not import {mod}: {e}")
             failed.append(Row(f"{mod} (import failed)", float("nan"), float("nan"), "-", note=str(e)[:80]))

@@ -194,3 +194,8 @@ def compare_bars(names: Sequence[str], ours: Sequence[float], paper: Optional[Se
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Method sections are appended below, one per paper ("# --- NN: name ---"), by `cat >>`.
+# ---------------------------------------------------------------------------------------------
