@@ -40,6 +40,7 @@ def atomic_write_text(path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -98,7 +99,7 @@ def _sync():
 
 
 def record(name: str, value, paper=None, note: Optional[str] = None, unit: Optional[str] = None,
-           display: bool = True) -> Dict[str, Any]:
+           display: bool = True) -> None:
     """Record a headline metric; a second record of the same ``name`` replaces the first.
 
     ``paper`` is the paper's number for the same quantity (or None when the paper has none),
@@ -117,7 +118,6 @@ def record(name: str, value, paper=None, note: Optional[str] = None, unit: Optio
         atomic_write_text(p, json.dumps({"notebook": nb, "metrics": recs}, indent=1))
     if display:
         _show(entry)
-    return entry
 
 
 def _fmt(v) -> str:

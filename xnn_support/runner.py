@@ -224,6 +224,27 @@ def _incomplete_cells(nb_path: Path) -> List[Dict[str, Any]]:
     return bad
 
 
+@contextlib.contextmanager
+def _stderr_to(path: Path, enabled: bool = True):
+    """Send this process's (and so the kernel's) file descriptor 2 to ``path`` for the duration:
+    the kernel's start-up chatter goes to a log file beside the outputs instead of the terminal."""
+    if not enabled:
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "w") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _source_index(path: Path, source: str, fallback):
     """Index of the failing cell in the *source* notebook (papermill counts its injected cell)."""
     import nbformat
@@ -252,12 +273,12 @@ def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel:
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     error: Optional[Dict[str, Any]] = None
-    old_env = {k: os.environ.get(k) for k in ("XNN_LEDGER", "MPLBACKEND")}
+    old_env = {k: os.environ.get(k) for k in ("XNN_LEDGER", "MPLBACKEND", "XNN_QUIET")}
     os.environ["XNN_LEDGER"] = str(ledger.resolve())
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ["XNN_QUIET"] = "1"  # progress bars cannot render in a stored notebook
     try:
-        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull) if not progress_bar \
-                else contextlib.nullcontext():
+        with _stderr_to(out_dir / f".{info.name}.kernel.log", enabled=not progress_bar):
             pm.execute_notebook(str(info.path), str(partial), parameters=params, kernel_name=kernel,
                                 progress_bar=progress_bar, cwd=str(out_dir), execution_timeout=timeout)
     except PapermillExecutionError as e:

@@ -20,6 +20,19 @@ __all__ = ["image_grid", "face_grid", "cloud_grid", "sentence_table", "feature_m
 PART_COLORS = list(matplotlib.colormaps["tab10"].colors)
 
 
+def _detached(fn):
+    """Close the figure in pyplot before returning it: the notebook shows the returned figure once
+    (no second copy from the inline backend) and loops that make many figures leak no memory."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        fig = fn(*args, **kwargs)
+        plt.close(fig)
+        return fig
+    return wrapper
+
+
 def _np_img(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
 
@@ -33,6 +46,7 @@ def _grid(n: int, cols: int, size: float = 2.0):
     return fig, axes.flat
 
 
+@_detached
 def image_grid(ds, idx: Optional[Sequence[int]] = None, *, n: int = 12, cols: int = 6, landmarks: bool = True,
                masks: bool = False, boxes: bool = True, title: Optional[str] = None):
     """Images of an :class:`~xnn_support.data.types.ImageSet` with landmarks (dots), part masks
@@ -66,6 +80,7 @@ def image_grid(ds, idx: Optional[Sequence[int]] = None, *, n: int = 12, cols: in
     return fig
 
 
+@_detached
 def face_grid(ds, idx: Optional[Sequence[int]] = None, *, n: int = 8, cols: int = 4, show_attributes: int = 4,
               title: Optional[str] = None):
     """Faces of a :class:`~xnn_support.data.types.FaceSet` with their present attributes and target."""
@@ -83,6 +98,7 @@ def face_grid(ds, idx: Optional[Sequence[int]] = None, *, n: int = 8, cols: int 
     return fig
 
 
+@_detached
 def cloud_grid(ds, idx: Optional[Sequence[int]] = None, *, n: int = 8, cols: int = 4, color=None,
                title: Optional[str] = None, cmap: str = "viridis", elev: float = 20, azim: float = -60):
     """3D scatter plots of clouds from a :class:`~xnn_support.data.types.PointCloudSet`; points are
@@ -113,6 +129,7 @@ def cloud_grid(ds, idx: Optional[Sequence[int]] = None, *, n: int = 8, cols: int
     return fig
 
 
+@_detached
 def sentence_table(ds, idx: Optional[Sequence[int]] = None, *, n: int = 6, values=None, title: Optional[str] = None,
                    cmap: str = "RdYlGn_r"):
     """Sentences of a :class:`~xnn_support.data.types.TextSet` as coloured words: planted key words
@@ -121,6 +138,7 @@ def sentence_table(ds, idx: Optional[Sequence[int]] = None, *, n: int = 6, value
     keys = {w: cls for cls, ws in (ds.key_words or {}).items() for w in ws}
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(idx) + 0.6))
     ax.axis("off")
+    renderer = fig.canvas.get_renderer()
     cm = matplotlib.colormaps[cmap]
     for row, i in enumerate(idx):
         y = 1 - (row + 0.5) / len(idx)
@@ -137,13 +155,14 @@ def sentence_table(ds, idx: Optional[Sequence[int]] = None, *, n: int = 6, value
                 bg = {"positive": "#b7e4b0", "negative": "#f4b6b6"}.get(keys.get(w), "white")
             t = ax.text(x, y, w, fontsize=8, va="center", transform=ax.transAxes,
                         bbox=dict(boxstyle="round,pad=0.15", fc=bg, ec="none"))
-            x += 0.012 * (len(w) + 1.5)
-            del t
+            bb = t.get_window_extent(renderer=renderer).transformed(ax.transAxes.inverted())
+            x = bb.x1 + 0.008
     if title:
         ax.set_title(title, fontsize=9)
     return fig
 
 
+@_detached
 def feature_maps(feats: torch.Tensor, *, n: int = 16, cols: int = 8, title: Optional[str] = None, cmap="magma"):
     """The first ``n`` channels of one feature map (C, H, W) as a grid of heat-maps."""
     feats = feats.detach().cpu()
@@ -158,6 +177,7 @@ def feature_maps(feats: torch.Tensor, *, n: int = 16, cols: int = 8, title: Opti
     return fig
 
 
+@_detached
 def training_curves(histories: Dict[str, List[dict]], *, keys=("loss", "val_acc"), title: Optional[str] = None):
     """Per-epoch curves (one line per model) from trainer histories."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
@@ -176,6 +196,7 @@ def training_curves(histories: Dict[str, List[dict]], *, keys=("loss", "val_acc"
     return fig
 
 
+@_detached
 def compare_bars(names: Sequence[str], ours: Sequence[float], paper: Optional[Sequence[Optional[float]]] = None,
                  *, errors: Optional[Sequence[float]] = None, ylabel: str = "", title: Optional[str] = None):
     """Bars of our values (with error bars, e.g. sd over seeds) beside the paper's numbers."""
