@@ -9,13 +9,14 @@ Design notes
 
 * Layer naming follows torchvision so the papers' taps read the same on small and full nets:
   VGG/AlexNet-like nets keep their conv stack in ``features`` (an ``nn.Sequential``, so
-  ``"features.7"`` addresses a layer), then ``avgpool`` and ``classifier``; the ResNet-like net has
-  ``conv1, bn1, relu, maxpool, layer1..layer4, avgpool, fc``.
+  ``"features.7"`` addresses a layer), then ``pool`` and ``classifier``; the ResNet-like net has
+  ``conv1, bn1, relu, maxpool, layer1..layer4, pool, fc``. (torchvision's ``avgpool`` is called
+  ``pool`` here because it may be a max-pool: option ``pool="max"|"avg"``.)
 * Every ReLU is its own, non-in-place module. torchvision reuses one in-place ReLU per residual
   block; that trips forward hooks (a module called twice) and full backward hooks. Each residual
   block here has ``relu1``, ``relu2`` and an identity ``merge`` whose output is the pre-ReLU sum,
   the tap paper 05 uses ("layer3 output before the last ReLU").
-* The small nets end in adaptive average pooling, so an input larger or smaller than ``in_size``
+* The small nets end in adaptive pooling, so an input larger or smaller than ``in_size``
   still runs; ``in_size`` chooses how many poolings there are (fewer for 32 px, one more for
   >= 96 px) so the last conv map stays 4-8 px wide.
 * torchvision models are always built with ``weights=None``; nothing is ever downloaded. Real
@@ -71,15 +72,17 @@ class VGGSmall(nn.Module):
 
     Default plan at 64 px with ``width=1`` (spatial size after each block in brackets)::
 
-        16 M [32] 32 32 M [16] 64 64 M [8] 128 128   -> global avg pool -> fc 128 -> fc classes
+        16 M [32] 32 32 M [16] 64 64 M [8] 128 128   -> global max pool -> fc 128 -> fc classes
 
     so the explanatory-graph layers sit at 32x32, 16x16 and 8x8. ``in_size`` < 48 drops the first
     pooling; >= 96 adds one. ``plan`` overrides the whole list (ints = conv widths, "M" = pool).
+    ``pool``: global ``"max"`` (default: on the creatures data it trained faster and more stably
+    than ``"avg"``, 0.975 vs ~0.87 val acc after 10 epochs) or ``"avg"``.
     """
 
     def __init__(self, num_classes: int = 2, in_size: int = 64, width: float = 1.0,
                  batchnorm: bool = True, in_channels: int = 3, dropout: float = 0.3,
-                 plan: Optional[Sequence[Union[int, str]]] = None):
+                 plan: Optional[Sequence[Union[int, str]]] = None, pool: str = "max"):
         super().__init__()
         _check_common(num_classes, in_size, width, in_channels)
         if plan is None:
@@ -108,7 +111,7 @@ class VGGSmall(nn.Module):
         self.in_channels, self.in_size = in_channels, in_size
         self.min_size = 2 ** sum(1 for c in plan if c == "M")
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.pool = _global_pool(pool, 1)
         hidden = max(c_in, 32)
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(c_in, hidden), nn.ReLU(),
@@ -117,7 +120,7 @@ class VGGSmall(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_input(x, self.in_channels, self.min_size, type(self).__name__)
-        return self.classifier(self.avgpool(self.features(x)))
+        return self.classifier(self.pool(self.features(x)))
 
 
 class AlexNetSmall(nn.Module):
@@ -125,10 +128,11 @@ class AlexNetSmall(nn.Module):
     a final pool and a two-hidden-layer classifier with dropout (torchvision's ``alexnet`` layout).
 
     The first conv has stride 1 up to 64 px and stride 2 above, so the conv5 map stays ~7-15 px.
+    ``pool`` (``"avg"`` or ``"max"``) reduces the last map to 2x2 before the classifier.
     """
 
     def __init__(self, num_classes: int = 2, in_size: int = 64, width: float = 1.0,
-                 batchnorm: bool = True, in_channels: int = 3, dropout: float = 0.5):
+                 batchnorm: bool = True, in_channels: int = 3, dropout: float = 0.5, pool: str = "avg"):
         super().__init__()
         _check_common(num_classes, in_size, width, in_channels)
         c1, c2, c3, c4, c5 = (_ch(c, width) for c in (24, 64, 96, 96, 64))
@@ -144,7 +148,7 @@ class AlexNetSmall(nn.Module):
             *conv(c2, c3, 3), *conv(c3, c4, 3), *conv(c4, c5, 3), nn.MaxPool2d(3, 2))
         self.in_channels, self.in_size = in_channels, in_size
         self.min_size = 15 if stride == 1 else 29  # smallest input whose conv5 map survives 3 pools
-        self.avgpool = nn.AdaptiveAvgPool2d(2)
+        self.pool = _global_pool(pool, 2)
         hidden = _ch(256, width)
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(c5 * 4, hidden), nn.ReLU(),
@@ -153,7 +157,7 @@ class AlexNetSmall(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_input(x, self.in_channels, self.min_size, type(self).__name__)
-        return self.classifier(self.avgpool(self.features(x)))
+        return self.classifier(self.pool(self.features(x)))
 
 
 class BasicBlock(nn.Module):
@@ -185,11 +189,12 @@ class ResNetSmall(nn.Module):
     (widths 16-32-64-128 x width, strides 1-2-2-2), global average pool, ``fc``.
 
     ``blocks`` gives the number of blocks per stage (default one each: 9 conv layers). At >= 96 px
-    the stem is followed by a 2x2 max-pool (``maxpool``; an identity below).
+    the stem is followed by a 2x2 max-pool (``maxpool``; an identity below). ``pool``: global
+    ``"avg"`` (torchvision) or ``"max"``.
     """
 
     def __init__(self, num_classes: int = 2, in_size: int = 64, width: float = 1.0,
-                 in_channels: int = 3, blocks: Sequence[int] = (1, 1, 1, 1)):
+                 in_channels: int = 3, blocks: Sequence[int] = (1, 1, 1, 1), pool: str = "avg"):
         super().__init__()
         _check_common(num_classes, in_size, width, in_channels)
         blocks = list(blocks)
@@ -205,7 +210,7 @@ class ResNetSmall(nn.Module):
             stage = [BasicBlock(c_in, c, s)] + [BasicBlock(c, c) for _ in range(n - 1)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*stage))
             c_in = c
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.pool = _global_pool(pool, 1)
         self.fc = nn.Linear(c_in, num_classes)
         self.in_channels, self.in_size = in_channels, in_size
         self.min_size = 8 * (2 if in_size >= 96 else 1)
@@ -215,7 +220,15 @@ class ResNetSmall(nn.Module):
         check_image_input(x, self.in_channels, self.min_size, type(self).__name__)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+def _global_pool(kind: str, size: int) -> nn.Module:
+    if kind == "max":
+        return nn.AdaptiveMaxPool2d(size)
+    if kind == "avg":
+        return nn.AdaptiveAvgPool2d(size)
+    raise ValueError(f"pool must be 'max' or 'avg', got {kind!r}")
 
 
 def _init_weights(model: nn.Module) -> None:
