@@ -22,8 +22,13 @@ def _environment():
     section = None
     for line in (ROOT / "environment.yml").read_text().splitlines():
         s = line.split("#")[0].rstrip()
+        if re.match(r"^\w", s):  # a top-level key: name, channels, dependencies
+            section = "deps" if s.startswith("dependencies:") else None
+            continue
         if re.match(r"^\s+- pip:\s*$", s):
             section = "pip"
+            continue
+        if section is None:
             continue
         m = re.match(r"^(\s+)- (.+)$", s)
         if not m:
