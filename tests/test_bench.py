@@ -1,0 +1,28 @@
+"""`xnn bench` prints a table with a ratio column; a failing benchmark is a row, not a crash."""
+import math
+
+import pytest
+
+from xnn_support import bench, cli
+
+
+def test_bench_table_has_ratio_for_every_row(capsys):
+    assert cli.main(["bench", "--only", "core/capture", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "ratio" in out.splitlines()[0]
+    rows = [r for r in out.splitlines()[2:] if r.strip() and not r.startswith(("notes", " ", "torch"))]
+    assert len(rows) >= 2
+
+
+def test_failing_benchmark_becomes_a_row():
+    @bench.benchmark("zz/broken")
+    def _broken(quick):
+        raise RuntimeError("nope")
+    try:
+        rows = bench.run_benchmarks(only=["zz/broken"], log=lambda s: None)
+        assert any("failed" in r.name and "nope" in r.note for r in rows)
+        assert math.isnan(rows[-1].ratio)
+    finally:
+        bench._REGISTRY.pop("zz/broken")
+    with pytest.raises(KeyError):
+        bench.run_benchmarks(only=["no-such-benchmark"], log=lambda s: None)
