@@ -10,6 +10,15 @@ from xnn_support.models import build
 SMALL = ["vgg_small", "alexnet_small", "resnet_small"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a CPU shared with other jobs two threads run many times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def test_available_lists_every_contract_name():
     names = set(models.available())
     assert {"vgg_small", "alexnet_small", "resnet_small", "vgg16", "vgg19", "alexnet", "resnet18",
@@ -110,8 +119,10 @@ def test_torchvision_user_weights(tmp_path):
     same = build("resnet18", num_classes=7, weights_path=p)
     assert torch.equal(same.fc.weight, src.fc.weight)
     assert len(m.xnn_config["weights_sha256"]) == 64
+    partial = tmp_path / "partial.pt"
+    torch.save({k: v for k, v in src.state_dict().items() if not k.startswith("layer4")}, partial)
     with pytest.raises(ValueError, match="do not fit"):
-        build("vgg16", weights_path=p)
+        build("resnet18", weights_path=partial)
     with pytest.raises(FileNotFoundError, match="never downloads"):
         build("resnet18", weights_path=tmp_path / "missing.pt")
 

@@ -21,6 +21,15 @@ def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("XNN_QUIET", "1")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a CPU shared with other jobs two threads run many times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _images(n=64, size=32, seed=0):
     """Class 1 = a bright square in the centre; easy but not trivial."""
     g = torch.Generator().manual_seed(seed)
@@ -153,6 +162,12 @@ def test_epoch_checkpoints_cached_and_loadable():
     r2 = fit("vgg_small", tr, va, checkpoints=True, schedule="cosine", **FAST)
     assert r2.from_cache and [p.name for p in r2.epoch_checkpoints] == [p.name for p in r1.epoch_checkpoints]
     assert _same(r2.load_epoch(1), r1.load_epoch(1))
+    f = r2.epoch_checkpoints[1]
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(xcache.CacheError, match="unreadable"):
+        r2.load_epoch(1)
+    with pytest.raises(ValueError, match="epoch must be in"):
+        r2.load_epoch(3)
     # ... asking for checkpoints from an entry trained without them retrains once
     r3 = fit("vgg_small", tr, va, checkpoints=True, **FAST)
     assert not r3.from_cache and len(r3.epoch_checkpoints) == 3
@@ -211,3 +226,22 @@ def test_text_and_pointnet_learn_toy_tasks():
     rp = fit("pointnet", trp, vap, epochs=6, lr=3e-3, batch_size=16, augment="rotate_z+jitter",
              progress=False, cache=False, model_config={"bn_momentum": 0.3})
     assert rp.val_acc >= 0.9
+
+
+def test_pointnet_separates_digits3d():
+    from xnn_support.data import digits3d
+    tr, va = digits3d(500, points=64, seed=0).split(0.2, seed=0)
+    r = fit("pointnet", tr, va, epochs=5, lr=3e-3, batch_size=32, progress=False, cache=False,
+            model_config={"bn_momentum": 0.3})
+    assert r.val_acc >= 0.6  # chance is 0.1; measured 0.93
+
+
+def test_custom_loss_and_inputs_enter_the_key():
+    tr, va = _images().split(0.25, seed=0)
+    base = fit("vgg_small", tr, va, **FAST)
+    smooth = fit("vgg_small", tr, va, loss_fn=nn.CrossEntropyLoss(label_smoothing=0.1), **FAST)
+    smooth2 = fit("vgg_small", tr, va, loss_fn=nn.CrossEntropyLoss(label_smoothing=0.2), **FAST)
+    assert len({base.key, smooth.key, smooth2.key}) == 3
+    assert 0.0 <= smooth.history[-1]["train_acc"] <= 1.0  # still a classifier: accuracy reported
+    dim = fit("vgg_small", tr, va, inputs=lambda ds: (ds.images * 0.5, ds.labels), **FAST)
+    assert dim.key != base.key and not dim.from_cache

@@ -167,7 +167,8 @@ def callable_id(fn) -> Any:
     if isinstance(fn, (list, tuple)):
         return [callable_id(f) for f in fn]
     if isinstance(fn, functools.partial):
-        return {"partial": callable_id(fn.func), "args": repr(fn.args), "kw": repr(sorted(fn.keywords.items()))}
+        return {"partial": callable_id(fn.func), "args": repr(fn.args),
+                "kw": repr(sorted(fn.keywords.items()))}
     if isinstance(fn, nn.Module):
         plain = {k: v for k, v in vars(fn).items() if isinstance(v, (int, float, str, bool, type(None)))
                  and not k.startswith("_")}

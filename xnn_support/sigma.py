@@ -58,8 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import capture, resolve_layers
-from .utils import device_of, progress as _progress
+from .sigma_adapters import AxisUnits, CallableFeatures, GridUnits, ModuleFeatures, StagedFeatures  # noqa: F401
+from .utils import progress as _progress
 
 __all__ = ["SigmaConfig", "config", "PRESETS", "optimize_sigma", "SigmaResult", "GridUnits", "AxisUnits",
            "ModuleFeatures", "StagedFeatures", "CallableFeatures", "HALF_LOG_2PIE", "READOUTS"]
@@ -180,169 +180,377 @@ def config(preset: Union[str, SigmaConfig, None] = "clean", **overrides) -> Sigm
     return base.replace(**overrides).validate()
 
 
-# ------------------------------------------------------------------------------------ units
-class GridUnits:
-    """One sigma per cell of a ``grid x grid`` partition of an image (B, C, H, W), shared by the
-    channels and the pixels of the cell (nearest upsampling, as the ICML22 noise layer)."""
+# ------------------------------------------------------------------------------------ engine
+class _Noise:
+    """Seeded standard-normal draws. ``shared``: one draw (M, *shape) for every pair (common random
+    numbers); else (M, P, *shape). ``prefix_stable``: one generator per index of axis 0 of
+    ``shape``, so the draws of the first n units do not depend on how many units follow."""
 
-    prefix_stable = False
+    def __init__(self, shape, seed: int, salt: int, device, *, pairs: int, shared: bool, prefix_stable: bool,
+                 antithetic: bool = False):
+        self.shape, self.pairs, self.shared = tuple(shape), pairs, shared
+        self.prefix, self.antithetic, self.device = prefix_stable, antithetic, device
+        base = (int(seed) * 1_000_003 + salt * 7919) % (2 ** 62)
+        n = self.shape[0] if prefix_stable else 1
+        self.gens = [torch.Generator(device=device).manual_seed((base + 104_729 * j) % (2 ** 62)) for j in range(n)]
 
-    def __init__(self, grid: int = 16):
-        if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-            raise ValueError(f"grid must be a positive integer, got {grid!r}")
-        self.grid = grid
-        self.map_shape = (grid, grid)
-
-    def check(self, x: torch.Tensor) -> int:
-        if x.dim() != 4:
-            raise ValueError(f"GridUnits expects images (B, C, H, W), got shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.grid:
-            raise ValueError(f"grid {self.grid} is finer than the image {tuple(x.shape[-2:])}")
-        return self.grid * self.grid
-
-    def mask(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        return None
-
-    def expand(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(B, U) unit sigmas -> (B, 1, H, W) per-pixel standard deviations."""
-        g = self.grid
-        return F.interpolate(sigma.reshape(-1, 1, g, g), size=tuple(x.shape[-2:]), mode="nearest")
-
-    def cell_fraction(self, masks: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) pixel masks -> (B, grid, grid) fraction of each cell's pixels inside the mask
-        (the cells the nearest upsampling of :meth:`expand` assigns to each pixel)."""
-        B, H, W = masks.shape
-        g = self.grid
-        rows = torch.div(torch.arange(H) * g, H, rounding_mode="floor")  # cell of each pixel (nearest)
-        cols = torch.div(torch.arange(W) * g, W, rounding_mode="floor")
-        cell = (rows[:, None] * g + cols[None, :]).reshape(-1).to(masks.device)
-        tot = torch.zeros(g * g, device=masks.device).index_add_(0, cell, torch.ones_like(cell, dtype=torch.float))
-        s = torch.zeros(B, g * g, device=masks.device).index_add_(1, cell, masks.reshape(B, -1).float())
-        return (s / tot).reshape(B, g, g)
+    def draw(self, m: int) -> torch.Tensor:
+        k = m // 2 if self.antithetic else m
+        lead = (k,) if self.shared else (k, self.pairs)
+        if self.prefix:
+            eps = torch.stack([torch.randn(*lead, *self.shape[1:], generator=g, device=self.device) for g in self.gens],
+                              dim=len(lead))
+        else:
+            eps = torch.randn(*lead, *self.shape, generator=self.gens[0], device=self.device)
+        return torch.cat([eps, -eps]) if self.antithetic else eps
 
 
-class AxisUnits:
-    """One sigma per index along axis 1 of the input, shared by the trailing dimensions: the words
-    of (B, n, K) embeddings, the points of (B, N, 3) clouds. ``mask`` (B, n) bool marks real units
-    (padding is excluded from every term and gets no noise). ``prefix_stable`` (default: when a mask
-    is given) draws each unit's noise from its own generator, so a sentence padded to any length sees
-    the same noise as alone."""
+@dataclass
+class SigmaResult:
+    """Output of :func:`optimize_sigma`. Shapes: L layers, B inputs, U units (flat; adapters reshape).
 
-    def __init__(self, mask: Optional[torch.Tensor] = None, prefix_stable: Optional[bool] = None):
-        if mask is not None and (not torch.is_tensor(mask) or mask.dim() != 2):
-            raise ValueError(f"mask must be a (B, n) bool tensor, got {getattr(mask, 'shape', type(mask))}")
-        self._mask = None if mask is None else mask.bool()
-        self.prefix_stable = (mask is not None) if prefix_stable is None else bool(prefix_stable)
-        self.map_shape = None
+    ``sigma``/``log_sigma`` (L, B, U) at the chosen read-out (NaN on padded units); ``entropy_map``
+    (L, B, U or the custom map's shape): per-unit entropy per input dimension in nats
+    (log sigma + 0.5 log 2 pi e) unless a custom ``entropy`` was given; ``entropy`` (L, B) its mean
+    over real units; ``F`` (L, B) normalised feature change at the read-out (tail: its mean over the
+    tail); ``step`` (L, B) the step read (tail: first tail step). ``readouts``: the same fields for
+    every read-out rule. ``history``: ``F``, ``H``, ``loss`` (T, L, B) and ``lam`` (T,);
+    ``log_sigma`` (T, L, B, U) with ``keep_sigma=True``. ``sigma_f`` (L, B) per-pair normaliser
+    (None when per-element)."""
+    names: List[str]
+    sigma: torch.Tensor
+    log_sigma: torch.Tensor
+    entropy_map: torch.Tensor
+    entropy: torch.Tensor
+    F: torch.Tensor
+    step: torch.Tensor
+    readout: str
+    readouts: Dict[str, Dict[str, torch.Tensor]]
+    history: Dict[str, torch.Tensor]
+    sigma_f: Optional[torch.Tensor]
+    mask: Optional[torch.Tensor]
+    config: SigmaConfig
+    seconds: float = 0.0
+    extra: Dict[str, Any] = field(default_factory=dict)
 
-    def check(self, x: torch.Tensor) -> int:
-        if x.dim() < 2:
-            raise ValueError(f"AxisUnits expects inputs (B, n, ...), got shape {tuple(x.shape)}")
-        if self._mask is not None:
-            if tuple(self._mask.shape) != tuple(x.shape[:2]):
-                raise ValueError(f"mask shape {tuple(self._mask.shape)} does not match the input's (B, n) = "
-                                 f"{tuple(x.shape[:2])}")
-            if not bool(self._mask.any(1).all()):
-                raise ValueError("every input needs at least one real unit (a mask row is all False)")
-        self.map_shape = (x.shape[1],)
-        return int(x.shape[1])
-
-    def mask(self, x: torch.Tensor) -> Optional[torch.Tensor]:
-        return None if self._mask is None else self._mask.to(x.device)
-
-    def expand(self, sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        s = sigma.reshape(sigma.shape[0], sigma.shape[1], *([1] * (x.dim() - 2)))
-        return s
-
-
-# ------------------------------------------------------------------------------------ features
-class _Wrap(nn.Module):
-    def __init__(self, m: nn.Module, call):
-        super().__init__()
-        self.m, self.call = m, call
-
-    def forward(self, x, index):
-        return self.call(self.m, x, index) if self.call is not None else self.m(x)
+    def use(self, readout: str) -> "SigmaResult":
+        """The same result read out by another rule (one of :data:`READOUTS`)."""
+        if readout not in self.readouts:
+            raise ValueError(f"unknown readout {readout!r}; available: {list(self.readouts)}")
+        r = self.readouts[readout]
+        return dataclasses.replace(self, readout=readout, sigma=r["log_sigma"].exp(), log_sigma=r["log_sigma"],
+                                   entropy_map=r["map"], entropy=r["H"], F=r["F"], step=r["step"])
 
 
-class ModuleFeatures:
-    """Features = outputs of named layers of any ``nn.Module`` (dotted names or modules), each copy
-    run only up to its own layer (``capture(..., stop=True)``). ``call(model, x, index)`` runs the
-    model on a batch of (noisy) inputs whose rows belong to inputs ``index`` of the current chunk
-    (e.g. ``model.forward_embeddings(x, mask[index])``); default ``model(x)``. ``activation="relu"``
-    applies a ReLU to the captured output (the ICML22 code's f = ReLU(layer output))."""
-
-    def __init__(self, model: nn.Module, layers, *, call: Optional[Callable] = None, activation: Optional[str] = None):
-        if not isinstance(model, nn.Module):
-            raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")
-        if activation not in (None, "relu"):
-            raise ValueError(f"activation must be None or 'relu', got {activation!r}")
-        self.model, self.activation = model, activation
-        self.names = list(resolve_layers(model, layers))  # clear error for unknown layers
-        self._wrap = _Wrap(model, call)
-        self.device = device_of(model)
-
-    def __call__(self, xs: List[torch.Tensor], index: torch.Tensor) -> List[torch.Tensor]:
-        out = []
-        for name, x in zip(self.names, xs):
-            with capture(self._wrap, ["m." + name if name else "m"], detach=False, stop=True) as cap:
-                cap.forward(x, index)
-                f = cap["m." + name if name else "m"]
-            if not torch.is_tensor(f):
-                raise ValueError(f"layer {name!r} returns {type(f).__name__}, not a tensor; capture a submodule "
-                                 "that returns one")
-            out.append(torch.relu(f) if self.activation == "relu" else f)
-        return out
+def _pair_view(t: torch.Tensor, nd: int) -> torch.Tensor:
+    return t.reshape(t.shape[0], *([1] * nd))
 
 
-class StagedFeatures:
-    """Features read after stages of a sequential computation (e.g. the encoder layers of a
-    Transformer), evaluated as a staircase: one pass over the stages, each copy dropped once its
-    stage is done. ``stages[k](h, index) -> h``; ``depths[l]`` (1-based) is the stage after which
-    layer l is read; ``head(h, index, depth) -> feature`` optionally maps a stage output to the
-    feature (e.g. mean pooling)."""
-
-    def __init__(self, stages: Sequence[Callable], depths: Sequence[int], names: Optional[Sequence[str]] = None,
-                 head: Optional[Callable] = None, device=None):
-        depths = [int(d) for d in depths]
-        if not depths or any(not 1 <= d <= len(stages) for d in depths):
-            raise ValueError(f"depths must lie in [1, {len(stages)}], got {depths}")
-        if sorted(depths) != depths or len(set(depths)) != len(depths):
-            raise ValueError(f"depths must be strictly increasing, got {depths}")
-        self.stages, self.depths, self.head = list(stages), depths, head
-        self.names = list(names) if names is not None else [f"stage{d}" for d in depths]
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-
-    def __call__(self, xs: List[torch.Tensor], index: torch.Tensor) -> List[torch.Tensor]:
-        n_rows = [x.shape[0] for x in xs]
-        h, idx = torch.cat(xs), torch.cat([index] * len(xs))
-        out: List[torch.Tensor] = []
-        pending = list(zip(self.depths, n_rows))
-        for k, stage in enumerate(self.stages, start=1):
-            if not pending:
-                break  # nothing left: the later stages never run
-            h = stage(h, idx)
-            while pending and pending[0][0] == k:
-                n = pending.pop(0)[1]
-                f, h, i_done, idx = h[:n], h[n:], idx[:n], idx[n:]
-                out.append(self.head(f, i_done, k) if self.head is not None else f)
-        return out
+def _normaliser(spec, l: int, names: List[str]):
+    """Per-layer entry of a user-given sigma_f: a number, a tensor, or a list/dict of them."""
+    if isinstance(spec, dict):
+        if names[l] not in spec:
+            raise ValueError(f"sigma_f has no entry for layer {names[l]!r} (keys: {list(spec)})")
+        return spec[names[l]]
+    if isinstance(spec, (list, tuple)):
+        if len(spec) != len(names):
+            raise ValueError(f"sigma_f lists {len(spec)} entries for {len(names)} layers")
+        return spec[l]
+    return spec
 
 
-class CallableFeatures:
-    """Features from plain callables ``phi_l(x) -> tensor`` (one per layer; rows of x are noisy
-    copies). ``batched=False`` calls phi once per row (for a phi that takes one input)."""
+def _check_input(x) -> torch.Tensor:
+    if not torch.is_tensor(x):
+        raise ValueError(f"x must be a torch tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
+    if x.dim() == 0 or x.shape[0] == 0:
+        raise ValueError(f"empty batch: x has shape {tuple(x.shape)}; pass at least one input")
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).sum())
+        raise ValueError(f"x contains NaN or inf ({bad} of {x.shape[0]} inputs affected)")
+    return x
 
-    def __init__(self, fns: Sequence[Callable], names: Optional[Sequence[str]] = None, *, batched: bool = True,
-                 device=None):
-        fns = list(fns)
-        if not fns or not all(callable(f) for f in fns):
-            raise ValueError("pass at least one callable phi")
-        self.fns, self.batched = fns, batched
-        self.names = list(names) if names is not None else [f"phi{i}" for i in range(len(fns))]
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
 
-    def __call__(self, xs: List[torch.Tensor], index: torch.Tensor) -> List[torch.Tensor]:
-        if self.batched:
-            return [fn(x) for fn, x in zip(self.fns, xs)]
-        return [torch.stack([fn(r) for r in x]) for fn, x in zip(self.fns, xs)]
+_config_fn = config
+
+
+def optimize_sigma(x: torch.Tensor, units, features, *, config: Union[str, SigmaConfig, None] = "clean",
+                   seed: int = 0, batch_size: Optional[int] = None, feature_masks=None,
+                   entropy: Optional[Callable] = None, progress: bool = False, keep_sigma: bool = False,
+                   **overrides) -> SigmaResult:
+    """Optimise one sigma per unit for every (input, layer) pair; see the module docstring.
+
+    Args:
+        x: clean inputs (B, ...), float, finite.
+        units: :class:`GridUnits`, :class:`AxisUnits` or an object with the same methods.
+        features: :class:`ModuleFeatures`, :class:`StagedFeatures`, :class:`CallableFeatures` (or any
+            object with ``names``, ``device`` and ``__call__(xs, index) -> list of tensors``).
+        config: preset name or :class:`SigmaConfig`; ``overrides`` replace its fields.
+        seed: seeds noise and initialisation; same seed, same device: same result.
+        batch_size: inputs optimised together (all layers of each); memory ~ batch_size x samples.
+            With ``noise="shared"`` the result does not depend on it.
+        feature_masks: None, a list (per layer) of bool tensors broadcastable to (B, *feature shape),
+            or ``callable(l, clean_features) -> mask or None`` (padding of token-level features).
+        entropy: ``callable(l, sigma (b, U), feats (M, b, ...), x (b, ...)) -> map (b, ...)``
+            replacing the input entropy (e.g. the entropy of an input reconstruction).
+    """
+    cfg = config if isinstance(config, SigmaConfig) and not overrides else _config_fn(config, **overrides)
+    cfg.validate()
+    x = _check_input(x)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    n_units = units.check(x)
+    B = x.shape[0]
+    bs = B if batch_size is None else int(batch_size)
+    if bs < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+    dev = getattr(features, "device", torch.device("cpu"))
+    x = x.to(dev)
+    mask = units.mask(x)
+    model = getattr(features, "model", None)
+    was_training = model.training if isinstance(model, nn.Module) else None
+    t0 = time.perf_counter()
+    parts = []
+    try:
+        if model is not None:
+            model.eval()  # BatchNorm must not couple the copies, dropout must be off
+        for s in range(0, B, bs):
+            sl = slice(s, min(B, s + bs))
+            fm = feature_masks
+            if isinstance(fm, (list, tuple)):
+                fm = [None if m is None else m[sl] for m in fm]
+            parts.append(_optimize_chunk(x[sl], None if mask is None else mask[sl], n_units, units, features, cfg,
+                                         seed, fm, entropy, progress, keep_sigma, s))
+    finally:
+        if model is not None and was_training:
+            model.train()
+    res = parts[0] if len(parts) == 1 else _cat_results(parts)
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _cat_results(parts: List[SigmaResult]) -> SigmaResult:
+    def cat(vals, dim):
+        return None if vals[0] is None else torch.cat(vals, dim)
+    p0 = parts[0]
+    readouts = {k: {f: cat([p.readouts[k][f] for p in parts], 1) for f in p0.readouts[k]} for k in p0.readouts}
+    hist = {k: (v if k == "lam" else cat([p.history[k] for p in parts], 2)) for k, v in p0.history.items()}
+    return dataclasses.replace(p0, readouts=readouts, history=hist, sigma_f=cat([p.sigma_f for p in parts], 1),
+                               mask=cat([p.mask for p in parts], 0)).use(p0.readout)
+
+
+def _optimize_chunk(x, mask, U, units, features, cfg: SigmaConfig, seed, feature_masks, entropy, progress,
+                    keep_sigma, offset) -> SigmaResult:
+    names, dev = list(features.names), x.device
+    L, Bc, M, T = len(names), x.shape[0], cfg.samples, cfg.steps
+    idx_clean = torch.arange(offset, offset + Bc, device=dev)  # global input indices of this chunk
+    index = idx_clean.repeat(M)                      # noisy row m * Bc + b belongs to input offset + b
+    with torch.no_grad():
+        f0 = features([x] * L, idx_clean)
+    for l, f in enumerate(f0):
+        if not torch.is_tensor(f) or f.shape[:1] != (Bc,):
+            raise ValueError(f"features of {names[l]!r} must be a tensor with one row per input ({Bc}), got "
+                             f"{tuple(f.shape) if torch.is_tensor(f) else type(f).__name__}")
+        if not bool(torch.isfinite(f).all()):
+            raise ValueError(f"the clean features of {names[l]!r} contain NaN or inf")
+    f0 = [f.detach() for f in f0]
+    fmask, count = [], []
+    for l, f in enumerate(f0):
+        m = feature_masks(l, f) if callable(feature_masks) else (feature_masks[l] if feature_masks else None)
+        if m is not None:
+            m = torch.broadcast_to(m.to(dev, torch.bool), f.shape).to(f.dtype)
+            count.append(m.reshape(Bc, -1).sum(1).clamp_min(1.0))
+        else:
+            count.append(torch.full((Bc,), float(f[0].numel()), device=dev))
+        fmask.append(m)
+    mean_data = cfg.data_reduction == "mean"
+
+    elem_norm: List[Optional[torch.Tensor]] = [None] * L
+    if not isinstance(cfg.sigma_f, str):
+        for l in range(L):
+            v = _normaliser(cfg.sigma_f, l, names)
+            v = torch.as_tensor(v, dtype=f0[l].dtype, device=dev)
+            if not bool(torch.isfinite(v).all()) or bool((v <= 0).any()):
+                raise ValueError(f"sigma_f for {names[l]!r} must be positive and finite")
+            try:
+                torch.broadcast_shapes(v.shape, f0[l].shape)
+            except RuntimeError:
+                raise ValueError(f"sigma_f for {names[l]!r} has shape {tuple(v.shape)}, which does not broadcast "
+                                 f"to the features {tuple(f0[l].shape[1:])}") from None
+            elem_norm[l] = v
+
+    def data_raw(l, f, m):  # (m * Bc, ...) noisy features -> (Bc,) mean (or sum) squared change
+        d = (f.reshape(m, Bc, *f.shape[1:]) - f0[l].unsqueeze(0)).pow(2)
+        if elem_norm[l] is not None:
+            d = d / elem_norm[l]
+        if fmask[l] is not None:
+            d = d * fmask[l]
+        s = d.sum(0).reshape(Bc, -1).sum(1) / m
+        return s / count[l] if mean_data else s
+
+    # --- parameters
+    salt_init, salt_sf, salt_noise = 1, 2, 3
+    if cfg.parameterization == "sigmoid":
+        if cfg.sigma_init == "random":
+            r0 = _Noise((U,), seed, salt_init, dev, pairs=1, shared=True, prefix_stable=units.prefix_stable).draw(1)[0]
+            rho0 = r0.expand(L, Bc, U)
+        else:
+            p = cfg.sigma_init / cfg.scale
+            rho0 = torch.full((L, Bc, U), math.log(p / (1 - p)), device=dev)
+    elif cfg.parameterization == "log":
+        rho0 = torch.full((L, Bc, U), math.log(cfg.sigma_init), device=dev)
+    else:
+        rho0 = torch.full((L, Bc, U), float(cfg.sigma_init), device=dev)
+    rho = rho0.clone().to(x.dtype).requires_grad_(True)
+    umask = None if mask is None else mask.to(x.dtype)  # (Bc, U)
+
+    def sigma_of(r):
+        if cfg.parameterization == "sigmoid":
+            return cfg.scale * torch.sigmoid(r), math.log(cfg.scale) - F.softplus(-r)  # F.logsigmoid is ~1000x slower on CPU
+        if cfg.parameterization == "log":
+            return r.exp(), r
+        return r, r.log()
+
+    def project():
+        with torch.no_grad():
+            if cfg.parameterization == "log":
+                rho.clamp_(math.log(cfg.sigma_min), math.log(cfg.sigma_max))
+            elif cfg.parameterization == "clamp":
+                rho.clamp_(cfg.sigma_min, cfg.sigma_max)
+    project()
+
+    per_input = tuple(x.shape[1:])
+    shared = cfg.noise == "shared"
+
+    def noisy_inputs(sig, eps, m):
+        xs = []
+        for l in range(L):
+            s = sig[l] if umask is None else sig[l] * umask
+            std = units.expand(s, x).unsqueeze(0)           # (1, Bc, ...)
+            e = eps if shared else eps[:, l * Bc:(l + 1) * Bc]
+            e = e.unsqueeze(1) if shared else e
+            xs.append((x.unsqueeze(0) + std * e).reshape(m * Bc, *per_input))
+        return xs
+
+    # --- sigma_f
+    sf = None
+    if isinstance(cfg.sigma_f, str) and cfg.sigma_f != "none":
+        with torch.no_grad():
+            if cfg.sigma_f == "init":
+                m_sf = cfg.sigma_f_samples or max(cfg.samples, 8)
+                nz = _Noise(per_input, seed, salt_sf, dev, pairs=L * Bc, shared=shared,
+                            prefix_stable=units.prefix_stable)
+                eps = nz.draw(m_sf)
+                feats = features(noisy_inputs(sigma_of(rho)[0], eps, m_sf), idx_clean.repeat(m_sf))
+                sf = torch.stack([data_raw(l, feats[l], m_sf) for l in range(L)])
+            else:  # power
+                sf = torch.stack([data_raw(l, torch.zeros_like(f0[l]), 1) for l in range(L)])
+        for l in range(L):
+            zero = (sf[l] <= 0) | ~torch.isfinite(sf[l])
+            if bool(zero.any()):
+                b = int(zero.nonzero()[0])
+                raise ValueError(f"sigma_f is {float(sf[l, b])} for layer {names[l]!r}, input {b}: the feature does "
+                                 "not change under the initial noise (does it depend on the input?)")
+    sf_div = sf if sf is not None else torch.ones(L, Bc, device=dev, dtype=x.dtype)
+
+    # --- optimiser
+    opt = (torch.optim.Adam([rho], lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD([rho], lr=cfg.lr))
+    noise = _Noise(per_input, seed, salt_noise, dev, pairs=L * Bc, shared=shared,
+                   prefix_stable=units.prefix_stable, antithetic=cfg.antithetic)
+    n_tail = max(1, int(math.ceil(cfg.tail * T)))
+    # Read-out state, packed per pair as [log sigma (U) | custom map | F | H] so that each rule costs
+    # three element-wise ops per step (this loop must stay close to the cost of forward + backward).
+    inf = torch.full((L, Bc), float("inf"), device=dev, dtype=x.dtype)
+    rules = ("snapshot", "target", "entropy_target")
+    best = {k: inf.clone() for k in rules}
+    packed: Dict[str, torch.Tensor] = {}
+    at = {k: torch.zeros(L, Bc, dtype=torch.long, device=dev) for k in rules}
+    tail_sum, last, hist, hist_lam, hist_sig = None, None, [], [], []
+    map_shape = None
+    steps = _progress(range(T), desc="sigma", total=T) if progress else range(T)
+    for t in steps:
+        if cfg.lr_schedule == "cosine":
+            fac = 0.5 * (1 + math.cos(math.pi * t / T))
+        elif isinstance(cfg.lr_schedule, (tuple, list)):
+            fac = float(cfg.lr_schedule[2]) ** (t // int(cfg.lr_schedule[1]))
+        else:
+            fac = 1.0
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * fac
+        lam = float(cfg.lam(t, T)) if callable(cfg.lam) else float(cfg.lam)
+        sig, logs = sigma_of(rho)
+        feats = features(noisy_inputs(sig, noise.draw(M), M), index)
+        if t == 0:
+            for l, f in enumerate(feats):
+                if not torch.is_tensor(f) or not f.requires_grad:
+                    raise ValueError(
+                        f"the features of {names[l]!r} have no autograd graph back to the noisy input: phi must be "
+                        "differentiable (do not detach, convert to numpy, or run it under torch.no_grad())")
+                if f.shape != (M * Bc, *f0[l].shape[1:]):
+                    raise ValueError(f"noisy features of {names[l]!r} have shape {tuple(f.shape)}, expected "
+                                     f"{(M * Bc, *f0[l].shape[1:])}")
+        D = torch.stack([data_raw(l, feats[l], M) for l in range(L)]) / sf_div
+        if entropy is None:
+            hm = logs if umask is None else logs * umask
+            H = hm.sum(-1) / (U if umask is None else umask.sum(-1)) if cfg.entropy_reduction == "mean" \
+                else hm.sum(-1)
+            H = H + HALF_LOG_2PIE if cfg.entropy_reduction == "mean" else \
+                H + HALF_LOG_2PIE * (U if umask is None else umask.sum(-1))
+            extra = []
+        else:
+            hmap = torch.stack([entropy(l, sig[l], feats[l].reshape(M, Bc, *feats[l].shape[1:]), x)
+                                for l in range(L)])
+            map_shape = tuple(hmap.shape[2:])
+            H = hmap.reshape(L, Bc, -1).mean(-1) if cfg.entropy_reduction == "mean" \
+                else hmap.reshape(L, Bc, -1).sum(-1)
+            extra = [hmap.detach().reshape(L, Bc, -1)]
+        loss = D - lam * H
+        grad, = torch.autograd.grad(loss.sum(), rho)
+        with torch.no_grad():
+            Dd, Hd, ld = D.detach(), H.detach(), loss.detach()
+            cur = torch.cat([logs.detach()] + extra + [Dd.unsqueeze(-1), Hd.unsqueeze(-1)], -1)
+            last = cur
+            keys = {"snapshot": ld, "target": (Dd - cfg.target).abs(), "entropy_target": (Hd - cfg.entropy_target).abs()}
+            if cfg.target_min is not None:
+                keys["target"] = torch.where(Dd >= cfg.target_min, keys["target"], inf)
+            for k in rules:
+                better = keys[k] < best[k]
+                best[k] = torch.where(better, keys[k], best[k])
+                packed[k] = cur if k not in packed else torch.where(better.unsqueeze(-1), cur, packed[k])
+                at[k].masked_fill_(better, t)
+            if t >= T - n_tail:
+                tail_sum = cur if tail_sum is None else tail_sum + cur
+            hist.append(torch.stack([Dd, Hd, ld]))
+            hist_lam.append(lam)
+            if keep_sigma:
+                hist_sig.append(logs.detach())
+        rho.grad = grad
+        opt.step()
+        project()
+    hist = torch.stack(hist).cpu()  # (T, 3, L, Bc)
+    if not bool(torch.isfinite(hist).all()):
+        t_bad = int((~torch.isfinite(hist)).reshape(T, -1).any(1).nonzero()[0])
+        raise FloatingPointError(f"the loss became NaN/inf at step {t_bad} (lr={cfg.lr}); lower lr or check the model")
+    packed["final"], packed["tail"] = last, tail_sum / n_tail
+    at["final"] = torch.full((L, Bc), T - 1, dtype=torch.long, device=dev)
+    at["tail"] = torch.full((L, Bc), T - n_tail, dtype=torch.long, device=dev)
+    bad = None if mask is None else ~mask.bool().cpu().unsqueeze(0)
+    readouts = {}
+    for k in READOUTS:
+        v = packed[k].cpu()
+        ls = v[..., :U]
+        hmap = (ls + HALF_LOG_2PIE) if entropy is None else v[..., U:-2].reshape(L, Bc, *map_shape)
+        if bad is not None:
+            ls = ls.masked_fill(bad, float("nan"))
+            if entropy is None:
+                hmap = hmap.masked_fill(bad, float("nan"))
+        readouts[k] = {"log_sigma": ls, "map": hmap, "F": v[..., -2], "H": v[..., -1], "step": at[k].cpu()}
+    history = {"F": hist[:, 0], "H": hist[:, 1], "loss": hist[:, 2], "lam": torch.tensor(hist_lam)}
+    if keep_sigma:
+        history["log_sigma"] = torch.stack(hist_sig).cpu()
+    r = readouts[cfg.readout]
+    return SigmaResult(names=names, sigma=r["log_sigma"].exp(), log_sigma=r["log_sigma"], entropy_map=r["map"],
+                       entropy=r["H"], F=r["F"], step=r["step"], readout=cfg.readout, readouts=readouts,
+                       history=history, sigma_f=None if sf is None else sf.cpu(),
+                       mask=None if mask is None else mask.cpu(), config=cfg)

@@ -296,7 +296,8 @@ def torchvision_model(name: str, num_classes: int = 1000, weights_path=None) -> 
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"weights in {os.fspath(weights_path)!r} do not fit torchvision {name}: {e}") from None
+        raise ValueError(f"weights in {os.fspath(weights_path)!r} do not fit torchvision {name}: "
+                         f"{e}") from None
     parent, attr, head = _head(model, name)
     if head.out_features != num_classes:
         setattr(parent, attr, nn.Linear(head.in_features, num_classes))

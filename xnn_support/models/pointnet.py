@@ -90,7 +90,8 @@ class PointNet(nn.Module):
         self.features = _mlp1d(widths, bn_momentum)
         self.global_feature = GlobalMaxPool()
         self.classifier = nn.Sequential(
-            nn.Linear(widths[-1], hidden, bias=False), nn.BatchNorm1d(hidden, momentum=bn_momentum), nn.ReLU(),
+            nn.Linear(widths[-1], hidden, bias=False), nn.BatchNorm1d(hidden, momentum=bn_momentum),
+            nn.ReLU(),
             nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

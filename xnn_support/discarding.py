@@ -1,0 +1,193 @@
+"""Pixel-wise and layer-wise information discarding (ICML 2022) and word-wise information (ICML 2019).
+
+* Ma, Zhang, Zhang, Zhou, Zhang, "Quantification and Analysis of Layer-wise and Pixel-wise
+  Information Discarding", ICML 2022 (arXiv 1906.04109; code haotianSustc/deepinfo).
+* Guan, Wang, Zhang, Chen, He, Xie, "Towards a Deep and Unified Understanding of Deep Neural Models
+  in NLP", ICML 2019 (code icml2019paper2428/...:Interpreter.py).
+
+What is reproduced: for every chosen layer l and input x, the maximum-entropy Gaussian perturbation
+of the input that keeps the layer's feature f_l(x) within a bound, solved by the shared engine
+:func:`xnn_support.sigma.optimize_sigma` (the papers' Lagrangian). Per unit (image grid cell,
+word) the learned sigma measures how much of that unit's information the feature discards; its
+entropy H = log sigma + 0.5 log(2 pi e) per input dimension is comparable across layers, networks
+and epochs because every (input, layer) pair is read at the same normalised feature change F
+(``sigma_f`` = the change caused by the common initial noise, ICML22).
+
+Functions and equations:
+
+* :func:`pixel_information` -- "entropy of the input information" per grid cell (ICML22 eq. of
+  L(sigma) = E||f(x') - f||^2 / sigma_f - lambda sum_i H(X'_i)), many images x many layers at once.
+* :func:`reconstruction_information` with :func:`train_decoders` -- "uncertainty of the input
+  reconstruction": the same constraint, the entropy of D_l(f_l(x')) - x maximised instead (deepinfo
+  step_capability_y.py), per pixel.
+* :func:`fg_bg_entropy`, :func:`layer_summary` -- foreground vs background entropy (the paper's
+  claim: background discarded more with depth) and layer-wise curves.
+* word level (re-exported from :mod:`xnn_support.discarding_text`): :func:`word_information`
+  (ICML19 Interpreter, phi on embeddings), :func:`text_information` (zoo text models, many
+  sentences x layers), :func:`minilm_information` (all-MiniLM-L6-v2, staircase over its encoder).
+
+Deviations: sigma lives in the model's input space (our nets take [0, 1] images, the paper's
+ImageNet-normalised ones); the default optimiser is the engine's ``clean`` preset (log-sigma, Adam,
+cosine decay, tail average, lam = 2 x target F) rather than the code's clamp + SGD 1e-4 + read-out
+at F = 1.5 (``config="icml22"`` gives the latter); RU uses the decoder's error against the clean
+image as in the code, with features taken after the same activation for decoder training and RU;
+no running max over layers unless ``monotone=True`` in :func:`layer_summary`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from . import sigma as _sigma
+from .capture import capture, resolve_layers
+from .sigma import GridUnits, ModuleFeatures, SigmaResult, optimize_sigma
+from .utils import device_of
+from .discarding_text import (MiniLMInputs, WordInfo, feature_std, key_word_auc, minilm_features,  # noqa: F401
+                              minilm_information, minilm_inputs, text_information, word_information)
+
+__all__ = ["pixel_information", "PixelInfo", "fg_bg_entropy", "layer_summary", "conv_layers", "stage_layers",
+           "train_decoders", "reconstruction_information", "Decoder", "word_information", "text_information",
+           "minilm_information", "minilm_inputs", "minilm_features", "feature_std", "key_word_auc", "WordInfo",
+           "MiniLMInputs"]
+
+
+# ------------------------------------------------------------------------------------ layers
+def conv_layers(model: nn.Module) -> List[str]:
+    """Names of the activation modules (ReLU) that follow each Conv2d, in registration order
+    (the post-activation output of every conv layer; torchvision VGG/AlexNet and the zoo nets)."""
+    names, pending = [], False
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and not name.endswith("downsample.0"):
+            pending = True
+        elif pending and isinstance(m, nn.ReLU):
+            names.append(name)
+            pending = False
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no Conv2d followed by a ReLU module")
+    return names
+
+
+def stage_layers(model: nn.Module, size: int = 64, *, per_stage: int = 1) -> List[str]:
+    """The last ``per_stage`` conv activations of every spatial resolution (the ICML22 taps: VGG-16
+    conv1_2, conv2_2, conv3_3, conv4_3, conv5_3), found by one probe forward at ``size`` px."""
+    names = conv_layers(model)
+    dev = device_of(model)
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), capture(model, names, repeats="warn") as cap:
+            model(torch.zeros(1, getattr(model, "in_channels", 3), size, size, device=dev))
+    finally:
+        model.train(was)
+    by_size: Dict[tuple, List[str]] = {}
+    for n in names:
+        if n in cap:
+            by_size.setdefault(tuple(cap[n].shape[-2:]), []).append(n)
+    return [n for group in by_size.values() for n in group[-per_stage:]]
+
+
+# ------------------------------------------------------------------------------------ pixels
+@dataclass
+class PixelInfo:
+    """Per-layer view of a :class:`~xnn_support.sigma.SigmaResult` on an image grid.
+
+    ``sigma`` and ``entropy_map`` (B, g, g); ``entropy`` (B,) mean over cells (nats per input
+    dimension); ``F`` (B,) normalised feature change at the read-out; ``sigma_f`` (B,);
+    ``history`` F and H (T, B); ``result`` the full engine result (every read-out rule)."""
+    layer: str
+    sigma: torch.Tensor
+    entropy_map: torch.Tensor
+    entropy: torch.Tensor
+    F: torch.Tensor
+    sigma_f: Optional[torch.Tensor]
+    history: Dict[str, torch.Tensor]
+    result: SigmaResult = field(repr=False)
+    index: int = 0
+
+
+def _split_layers(res: SigmaResult, shape) -> Dict[str, PixelInfo]:
+    out = {}
+    for l, name in enumerate(res.names):
+        em = res.entropy_map[l]
+        if em.dim() == 2 and em.shape[1] == math.prod(shape):  # per-cell input entropy
+            em = em.reshape(-1, *shape)
+        out[name] = PixelInfo(layer=name, sigma=res.sigma[l].reshape(-1, *shape), entropy_map=em,
+                              entropy=res.entropy[l], F=res.F[l],
+                              sigma_f=None if res.sigma_f is None else res.sigma_f[l],
+                              history={"F": res.history["F"][:, l], "H": res.history["H"][:, l]},
+                              result=res, index=l)
+    return out
+
+
+def _check_images(images) -> torch.Tensor:
+    if not torch.is_tensor(images) or images.dim() != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got "
+                         f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
+    return images
+
+
+def pixel_information(model: nn.Module, images: torch.Tensor, layers, *, grid: int = 16,
+                      steps: Optional[int] = None, lam: Optional[float] = None, seed: int = 0,
+                      config="clean", activation: Optional[str] = None, batch_size: Optional[int] = None,
+                      progress: bool = False, **overrides) -> Dict[str, PixelInfo]:
+    """Pixel-wise entropy of the input information kept by each layer (ICML22), for B images and
+    all ``layers`` in one optimisation; returns ``{layer: PixelInfo}`` in the order given.
+
+    ``config``: an engine preset (``"clean"`` default, ``"icml22"`` for the official noise layer and
+    read-out) or a :class:`~xnn_support.sigma.SigmaConfig`; ``steps``, ``lam`` and ``overrides``
+    replace its fields. ``batch_size``: images optimised together (memory ~ batch x samples x layers).
+    """
+    images = _check_images(images)
+    cfg = _sigma.config(config, **overrides)
+    cfg = cfg.replace(**{k: v for k, v in (("steps", steps), ("lam", lam)) if v is not None}).validate()
+    feats = ModuleFeatures(model, layers, activation=activation)
+    res = optimize_sigma(images, GridUnits(grid), feats, config=cfg, seed=seed, batch_size=batch_size,
+                         progress=progress)
+    return _split_layers(res, (grid, grid))
+
+
+def fg_bg_entropy(entropy_map: torch.Tensor, fg_mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Foreground and background mean entropy per image from (B, g, g) cell maps and (B, H, W)
+    pixel masks: each cell counts by its fraction of foreground (resp. background) pixels.
+    Returns ``fg``, ``bg`` and ``gap = bg - fg`` (B,) (positive: background discarded more; NaN for
+    an image without foreground or background)."""
+    if entropy_map.dim() != 3 or fg_mask.dim() != 3 or entropy_map.shape[0] != fg_mask.shape[0]:
+        raise ValueError(f"need (B, g, g) maps and (B, H, W) masks, got {tuple(entropy_map.shape)} and "
+                         f"{tuple(fg_mask.shape)}")
+    g = entropy_map.shape[-1]
+    w = GridUnits(g).cell_fraction(fg_mask.cpu().bool()).to(entropy_map.dtype)
+    h = entropy_map.cpu()
+    fg = (w * h).sum((1, 2)) / w.sum((1, 2))
+    bg = ((1 - w) * h).sum((1, 2)) / (1 - w).sum((1, 2))
+    return {"fg": fg, "bg": bg, "gap": bg - fg}
+
+
+def layer_summary(infos: Dict[str, PixelInfo], fg_mask: Optional[torch.Tensor] = None, *,
+                  monotone: bool = False):
+    """One row per layer: mean and sd over images of the entropy, the read-out F and (with masks)
+    the fg / bg entropies and their gap. ``monotone=True`` applies the deepinfo post-processing
+    (running max over layers) to the mean entropy, reported in ``entropy_runmax``."""
+    import pandas as pd
+
+    rows = []
+    for name, info in infos.items():
+        row = {"layer": name, "entropy": float(info.entropy.mean()), "entropy_sd": float(info.entropy.std()),
+               "F": float(info.F.mean())}
+        if fg_mask is not None:
+            fb = fg_bg_entropy(info.entropy_map, fg_mask)
+            row.update(fg=float(fb["fg"].nanmean()), bg=float(fb["bg"].nanmean()),
+                       gap=float(fb["gap"].nanmean()), gap_sd=float(_nanstd(fb["gap"])))
+        rows.append(row)
+    df = pd.DataFrame(rows).set_index("layer")
+    if monotone:
+        df["entropy_runmax"] = df["entropy"].cummax()
+    return df
+
+
+def _nanstd(t: torch.Tensor) -> float:
+    t = t[~torch.isnan(t)]
+    return float(t.std()) if t.numel() > 1 else float("nan")
