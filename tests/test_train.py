@@ -1,7 +1,7 @@
 """Tests for the trainer and its checkpoint cache (xnn_support.train, xnn_support.cache):
 reuse, determinism, corruption -> rebuild, failed runs never write, input checks, checkpoints."""
-import os
-import warnings
+import inspect
+import time
 
 import pytest
 import torch
@@ -9,8 +9,8 @@ from torch import nn
 
 from xnn_support import cache as xcache
 from xnn_support.data.types import ImageSet, PointCloudSet, TextSet
-from xnn_support.models import build
-from xnn_support.train import TrainingError, evaluate, fit, predict
+from xnn_support.models import available, build
+from xnn_support.train import RECIPES, TrainingError, evaluate, fit, predict, recipe
 
 FAST = dict(model_config={"width": 0.25}, epochs=2, batch_size=16, progress=False)
 
@@ -245,3 +245,27 @@ def test_custom_loss_and_inputs_enter_the_key():
     assert 0.0 <= smooth.history[-1]["train_acc"] <= 1.0  # still a classifier: accuracy reported
     dim = fit("vgg_small", tr, va, inputs=lambda ds: (ds.images * 0.5, ds.labels), **FAST)
     assert dim.key != base.key and not dim.from_cache
+
+
+def test_recipes_are_fit_arguments_and_copies():
+    names, params = set(available()), inspect.signature(fit).parameters
+    for name, rec in RECIPES.items():
+        assert name in names and set(rec) <= set(params)
+    r = recipe("vgg_small")
+    r["lr"] = 1.0
+    assert RECIPES["vgg_small"]["lr"] == 3e-3 and recipe("no_such_model") == {}
+
+
+@pytest.mark.slow
+def test_acceptance_vgg_small_on_creatures():
+    """Issue 3 acceptance: >= 90% val acc, < 3 min on 2 cores; the cached run loads in < 2 s."""
+    from xnn_support.data import creatures
+    tr, va = creatures(2000, 64, seed=0).split(0.2, seed=0)
+    t = time.time()
+    r = fit("vgg_small", tr, va, progress=False, **recipe("vgg_small"))
+    train_s = time.time() - t
+    t = time.time()
+    again = fit("vgg_small", tr, va, progress=False, **recipe("vgg_small"))
+    load_s = time.time() - t
+    assert r.val_acc >= 0.9 and train_s < 180, (r.val_acc, train_s)
+    assert again.from_cache and load_s < 2.0 and _same(r.model, again.model)

@@ -455,7 +455,7 @@ def fit_consistency(feat_a: torch.Tensor, feat_b: torch.Tensor, *, orders: int =
         net.convs[-1].requires_grad_(False)
     history: List[Dict[str, float]] = []
     from_cache = False
-    trainable = [p for p in net.parameters() if p.requires_grad]
+    trainable = [p for p in net.parameters() if p.requires_grad and p.numel()]
     if epochs > 0 and trainable:
         out_b = b if feat_b.dim() == 4 else b[:, :, 0, 0]
         in_a = a if feat_a.dim() == 4 else a[:, :, 0, 0]

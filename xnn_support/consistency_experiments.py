@@ -283,3 +283,52 @@ def refine(model_b: nn.Module, layer: str, train_images: torch.Tensor, train_lab
         m.eval()
         out[name] = accuracy_with_feature(m, layer, test_images, test_feats[name], test_labels)
     return out
+
+
+# ----------------------------------------------------------------------------- planted toys
+
+def planted_pair(kind: str, n: int = 256, channels: int = 8, size: int = 8, *, channels_b: Optional[int] = None,
+                 seed: int = 0):
+    """Feature pairs with a planted relation (x_A, x_B), both (n, C, size, size).
+
+    ``kind``: ``"linear"`` (x_B = a 1x1 channel mix of x_A: purely 0-order), ``"permutation"``
+    (x_B = x_A with channels shuffled, the paper's footnote), ``"nonlinear"`` (x_B = W2 |W1 x_A|, an
+    even function: no linear part), ``"independent"`` (x_B independent of x_A: all residual) or
+    ``"mix"`` (0.7 linear + 0.5 W2 ReLU(W1 x_A) + 0.3 independent). x_A is Gaussian, so its
+    per-(sample, channel) spatial std is nearly constant (see the scale-invariance note in the
+    spec): the official normalisation then loses almost nothing.
+    """
+    kinds = ("linear", "permutation", "nonlinear", "independent", "mix")
+    if kind not in kinds:
+        raise ValueError(f"kind must be one of {kinds}, got {kind!r}")
+    cb = channels if channels_b is None else channels_b
+    if kind == "permutation" and cb != channels:
+        raise ValueError("a permutation needs channels_b == channels")
+    g = torch.Generator().manual_seed(seed)
+    xa = torch.randn(n, channels, size, size, generator=g)
+
+    def mix(c_out, x):
+        m = torch.randn(c_out, x.shape[1], generator=g) / x.shape[1] ** 0.5
+        return torch.einsum("dc,nchw->ndhw", m, x)
+
+    if kind == "linear":
+        xb = mix(cb, xa)
+    elif kind == "permutation":
+        xb = xa[:, torch.randperm(channels, generator=g)]
+    elif kind == "nonlinear":
+        xb = mix(cb, mix(channels, xa).abs())
+    elif kind == "independent":
+        xb = torch.randn(n, cb, size, size, generator=g)
+    else:
+        xb = 0.7 * mix(cb, xa) + 0.5 * mix(cb, torch.relu(mix(channels, xa))) \
+            + 0.3 * torch.randn(n, cb, size, size, generator=g)
+    return xa, xb
+
+
+def mean_sd(values: Sequence[float]) -> Dict[str, float]:
+    """Mean and sample standard deviation (0 for one value) of a list of numbers."""
+    v = torch.tensor([float(x) for x in values], dtype=torch.float64)
+    if v.numel() == 0:
+        raise ValueError("mean_sd needs at least one value")
+    sd = float(v.std(unbiased=True)) if v.numel() > 1 else 0.0
+    return {"mean": float(v.mean()), "sd": sd, "n": int(v.numel())}

@@ -191,3 +191,128 @@ def layer_summary(infos: Dict[str, PixelInfo], fg_mask: Optional[torch.Tensor] =
 def _nanstd(t: torch.Tensor) -> float:
     t = t[~torch.isnan(t)]
     return float(t.std()) if t.numel() > 1 else float("nan")
+
+
+# ------------------------------------------------------------------------------------ reconstruction
+class Decoder(nn.Module):
+    """Feature map (C, h, w) -> image (out_channels, H, W): a 3x3 conv, ``up`` blocks of (nearest x2
+    upsampling, 3x3 conv, ReLU), a 3x3 conv to the image and a sigmoid (images in [0, 1]). A small
+    stand-in for deepinfo's 6-block ResNet decoders. A final resize covers non-power-of-2 ratios."""
+
+    def __init__(self, c_in: int, up: int, size: int, width: int = 32, out_channels: int = 3):
+        super().__init__()
+        if c_in < 1 or up < 0 or size < 1 or width < 1:
+            raise ValueError(f"bad decoder shape: c_in={c_in}, up={up}, size={size}, width={width}")
+        blocks: List[nn.Module] = [nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU()]
+        for _ in range(up):
+            blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        blocks += [nn.Conv2d(width, out_channels, 3, padding=1)]
+        self.net, self.size = nn.Sequential(*blocks), size
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        y = self.net(f)
+        if y.shape[-1] != self.size or y.shape[-2] != self.size:
+            y = nn.functional.interpolate(y, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return torch.sigmoid(y)
+
+
+@dataclass
+class _FeatImages:
+    """(features, images) pairs for :func:`xnn_support.train.fit` (``spec`` empty: hashed by content)."""
+    feats: torch.Tensor
+    images: torch.Tensor
+    spec: Dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self):
+        return int(self.images.shape[0])
+
+
+def _feat_image_inputs(ds):
+    return ds.feats, ds.images
+
+
+def _mse(out, y):
+    return nn.functional.mse_loss(out, y)
+
+
+def _clean_features(model: nn.Module, feats: ModuleFeatures, x: torch.Tensor, chunk: int = 64) -> List[torch.Tensor]:
+    """Clean features of every layer for ``x`` (no grad, model in eval mode), on the CPU."""
+    was, L = model.training, len(feats.names)
+    model.eval()
+    outs: List[List[torch.Tensor]] = [[] for _ in range(L)]
+    try:
+        with torch.no_grad():
+            for s in range(0, x.shape[0], chunk):
+                xb = x[s:s + chunk].to(feats.device)
+                for l, f in enumerate(feats([xb] * L, torch.arange(s, s + xb.shape[0]))):
+                    outs[l].append(f.cpu())
+    finally:
+        model.train(was)
+    return [torch.cat(o) for o in outs]
+
+
+def train_decoders(model: nn.Module, layers, images: torch.Tensor, *, val_images: Optional[torch.Tensor] = None,
+                   activation: Optional[str] = None, epochs: int = 5, lr: float = 1e-3, batch_size: int = 32,
+                   width: int = 32, seed: int = 0, cache=True) -> Dict[str, Any]:
+    """Train one :class:`Decoder` per layer to reconstruct ``images`` from the layer's (clean)
+    features, through :func:`xnn_support.train.fit` (checkpoint cache). deepinfo step_decoder.py:
+    Adam lr 0.01, 5 epochs, batch 16, MSE. Returns ``{layer: Decoder}`` (eval mode, frozen) and, under
+    ``"_val_mse"``, the validation MSE per layer when ``val_images`` is given."""
+    from .train import fit
+
+    images = _check_images(images)
+    names = list(resolve_layers(model, layers))
+    feats = ModuleFeatures(model, names, activation=activation)
+    tr = _clean_features(model, feats, images)
+    va = _clean_features(model, feats, val_images) if val_images is not None else None
+    out: Dict[str, Any] = {}
+    val_mse = {}
+    for l, name in enumerate(names):
+        f = tr[l]
+        if f.dim() != 4:
+            raise ValueError(f"layer {name!r} gives features of shape {tuple(f.shape[1:])}; decoders need (C, h, w) maps")
+        up = max(0, int(round(math.log2(images.shape[-1] / f.shape[-1]))))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            dec = Decoder(f.shape[1], up, images.shape[-1], width=width, out_channels=images.shape[1])
+        res = fit(dec, _FeatImages(f, images.cpu()), None if va is None else _FeatImages(va[l], val_images.cpu()),
+                  epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, loss_fn=_mse, inputs=_feat_image_inputs,
+                  progress=False, cache=cache, key_extra={"decoder_for": name})
+        dec = res.model.eval()
+        for p in dec.parameters():
+            p.requires_grad_(False)
+        out[name] = dec.to(device_of(model))
+        if va is not None:
+            val_mse[name] = res.history[-1]["val_loss"]
+    if val_mse:
+        out["_val_mse"] = val_mse
+    return out
+
+
+def reconstruction_information(model: nn.Module, images: torch.Tensor, layers, decoders: Dict[str, nn.Module], *,
+                               grid: int = 16, steps: Optional[int] = None, lam=None, seed: int = 0,
+                               config="clean", activation: Optional[str] = None, batch_size: Optional[int] = None,
+                               progress: bool = False, **overrides) -> Dict[str, PixelInfo]:
+    """Pixel-wise uncertainty of the input reconstruction (ICML22 "RU"): the sigma of the input
+    noise is optimised under the same feature-change bound, but the entropy maximised is that of
+    the reconstruction error D_l(f_l(x~)) - x, per pixel: 0.5 log(2 pi e E[(D - x)^2] + 1e-6), the
+    expectation over noise samples and channels (deepinfo: a mean of logs of single draws). Read at
+    the step whose F is closest to ``target`` (default 1.5, as the code). ``entropy_map`` is (B, H, W)."""
+    images = _check_images(images)
+    cfg = _sigma.config(config, **({"readout": "target"} | overrides))
+    cfg = cfg.replace(**{k: v for k, v in (("steps", steps), ("lam", lam)) if v is not None}).validate()
+    feats = ModuleFeatures(model, layers, activation=activation)
+    missing = [n for n in feats.names if n not in decoders]
+    if missing:
+        raise ValueError(f"no decoder for layers {missing}; train them with train_decoders()")
+    decs = [decoders[n] for n in feats.names]
+
+    def ru(l, sig, f, x):
+        M, b = f.shape[:2]
+        rec = decs[l](f.reshape(M * b, *f.shape[2:])).reshape(M, b, *x.shape[1:])
+        err2 = (rec - x.unsqueeze(0)).pow(2).mean((0, 2))                 # (b, H, W)
+        return 0.5 * torch.log(2 * math.pi * math.e * err2 + 1e-6)
+
+    res = optimize_sigma(images, GridUnits(grid), feats, config=cfg, seed=seed, batch_size=batch_size,
+                         entropy=ru, progress=progress)
+    return _split_layers(res, (grid, grid))

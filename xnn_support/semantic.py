@@ -41,6 +41,7 @@ a named argument):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Union
@@ -51,7 +52,7 @@ from torch import nn
 from .utils import device_of, progress as _progress, quiet, seed_everything
 
 __all__ = ["fit_explainer", "Explainer", "ExplainerCNN", "Explanation", "concept_scores",
-           "target_scores", "prior_weight", "r2_score", "lstsq_weights"]
+           "target_scores", "prior_weight", "r2_score", "lstsq_weights", "torch_threads"]
 
 
 # ----------------------------------------------------------------------------- scores of frozen nets
@@ -106,6 +107,20 @@ def target_scores(model: nn.Module, images: torch.Tensor, *, output: Union[int, 
 
 
 # ----------------------------------------------------------------------------- small helpers
+@contextlib.contextmanager
+def torch_threads(n: Optional[int]):
+    """Use ``n`` torch CPU threads inside the block (None: leave as is); restored afterwards."""
+    old = torch.get_num_threads()
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"num_threads must be a positive integer or None, got {n!r}")
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def r2_score(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Coefficient of determination 1 - SS_res / SS_tot (NaN for a constant target)."""
     pred, target = pred.double().flatten(), target.double().flatten()
@@ -228,6 +243,7 @@ class Explainer(nn.Module):
         super().__init__()
         self.net = net
         self.register_buffer("concept_scale", concept_scale.detach().clone().float())
+        self.register_buffer("alpha0", torch.zeros(len(names)))  # offset, normalised units
         self.target_mean, self.target_scale = float(target_mean), float(target_scale)
         self.b = nn.Parameter(torch.zeros(()))
         self.names = list(names)
@@ -243,7 +259,7 @@ class Explainer(nn.Module):
         a = self.net(x)
         if a.dim() != 2 or a.shape[1] != len(self.names):
             raise ValueError(f"the explainer net must output (N, {len(self.names)}), got {tuple(a.shape)}")
-        return a
+        return self.alpha0 + a
 
     @torch.no_grad()
     def alpha(self, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
@@ -307,9 +323,9 @@ def _prior_loss(a: torch.Tensor, w: torch.Tensor, kind: str) -> torch.Tensor:
 def fit_explainer(images: torch.Tensor, concepts: torch.Tensor, target: torch.Tensor, *, epochs: int = 30,
                   seed: int = 0, prior: Union[str, None, torch.Tensor] = "lstsq", prior_loss: str = "l2",
                   beta: float = 1.0, eta: float = 1.0, lr: float = 2e-3, batch_size: int = 64,
-                  weight_decay: float = 1e-4, net: Optional[nn.Module] = None, width: int = 16,
-                  names: Optional[Sequence[str]] = None, ridge: float = 1e-3, device=None,
-                  progress: bool = True) -> Explainer:
+                  weight_decay: float = 1e-4, schedule: Optional[str] = "cosine", net: Optional[nn.Module] = None, width: int = 16,
+                  names: Optional[Sequence[str]] = None, ridge: float = 1e-3, init: Optional[str] = "lstsq",
+                  device=None, progress: bool = True, num_threads: Optional[int] = None) -> Explainer:
     """Distil the performer's output ``target`` (N,) into eq. 1 with concept scores ``concepts``
     (N, C) and an explainer network on ``images`` (N, 3, S, S); return the :class:`Explainer`.
 
@@ -317,8 +333,21 @@ def fit_explainer(images: torch.Tensor, concepts: torch.Tensor, target: torch.Te
     a tensor (C,) or (N, C) of prior weights in raw units (per-image priors index with the
     images), or None (no prior term; the ablation). ``prior_loss``: ``"l2"`` or ``"cosine"``.
     ``beta``, ``eta``: lambda(t) of eq. 3. ``net``: any module mapping images to (N, C) (default
-    :class:`ExplainerCNN` of ``width``). ``device``: default the net's, else that of ``images``.
+    :class:`ExplainerCNN` of ``width``). ``init="lstsq"``: alpha(I) = w_ls + net(I), i.e. the
+    explainer learns image-specific deviations from the global least-squares weights (and b starts
+    at the least-squares intercept); ``init=None``: alpha(I) = net(I).
+    ``device``: default the net's, else that of ``images``. ``num_threads``: torch CPU threads
+    while training (1 is much faster than 2 on a CPU shared with other jobs).
     """
+    with torch_threads(num_threads):
+        return _fit_explainer(images, concepts, target, epochs=epochs, seed=seed, prior=prior,
+                              prior_loss=prior_loss, beta=beta, eta=eta, lr=lr, batch_size=batch_size,
+                              weight_decay=weight_decay, schedule=schedule, net=net, width=width,
+                              names=names, ridge=ridge, init=init, device=device, progress=progress)
+
+
+def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss, beta, eta, lr, batch_size,
+                   weight_decay, schedule, net, width, names, ridge, init, device, progress) -> Explainer:
     if not torch.is_tensor(images) or images.dim() != 4 or not images.is_floating_point():
         raise ValueError(f"images must be a float tensor (N, C, H, W), got "
                          f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
@@ -333,6 +362,10 @@ def fit_explainer(images: torch.Tensor, concepts: torch.Tensor, target: torch.Te
     for nm, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("seed", seed, 0), ("width", width, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{nm} must be an integer >= {lo}, got {v!r}")
+    if schedule not in ("cosine", None):
+        raise ValueError(f"schedule must be 'cosine' or None, got {schedule!r}")
+    if init not in ("lstsq", None):
+        raise ValueError(f"init must be 'lstsq' or None, got {init!r}")
     if prior_loss not in ("l2", "cosine"):
         raise ValueError(f"prior_loss must be 'l2' or 'cosine', got {prior_loss!r}")
     for nm, v in (("beta", beta), ("eta", eta), ("lr", lr), ("weight_decay", weight_decay), ("ridge", ridge)):
@@ -380,12 +413,15 @@ def fit_explainer(images: torch.Tensor, concepts: torch.Tensor, target: torch.Te
 
     ex = Explainer(net, scale.float(), t_mean, t_std, names).to(dev)
     with torch.no_grad():
-        ex.b.fill_(b_ls)
+        ex.b.fill_(b_ls if init == "lstsq" else 0.0)
+        if init == "lstsq":
+            ex.alpha0.copy_(w_ls.to(dev))
     ex.prior = None if w_s is None else (w_s * t_std / scale.float()).squeeze(0)
     opt = torch.optim.Adam(ex.parameters(), lr=lr, weight_decay=weight_decay)
     cs_d, ys_d = cs.to(dev), ys.to(dev)
     w_d = None if w_s is None else w_s.to(dev)
     show = progress and not quiet()
+    total, step = epochs * max(1, math.ceil(n / batch_size)), 0
     for epoch in _progress(range(epochs), desc="explainer", disable=not show, unit="epoch"):
         lam = prior_weight(epoch, epochs, beta=beta, eta=eta) if w_d is not None else 0.0
         ex.train()
@@ -396,6 +432,10 @@ def fit_explainer(images: torch.Tensor, concepts: torch.Tensor, target: torch.Te
             batches.pop()
         tot_d = tot_p = 0.0
         for idx in batches:
+            if schedule == "cosine":
+                for pg in opt.param_groups:
+                    pg["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+            step += 1
             a = ex._alpha_scaled(images[idx].to(dev))
             pred = ex.b + (a * cs_d[idx.to(dev)]).sum(1)
             loss_d = ((pred - ys_d[idx.to(dev)]) ** 2).mean()

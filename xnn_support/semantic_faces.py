@@ -45,7 +45,8 @@ from .train import fit
 
 __all__ = ["net_config", "train_concept_model", "train_performer", "train_attribute_model",
            "attribute_effects", "paste_mask", "PasteMask", "recovered_weights", "concept_accuracy",
-           "run_attractive", "run_bias", "AttractiveRun", "BiasRun", "mean_sd", "LECTURE_SCORES"]
+           "run_attractive", "run_bias", "AttractiveRun", "BiasRun", "mean_sd", "LECTURE_SCORES",
+           "explain_faces", "concept_steps"]
 
 #: the lecture's "score of wearing lipstick" (original, pasted cheeks, masked cheeks)
 LECTURE_SCORES = {"no_lipstick": (-16.44, -10.27, -12.96), "lipstick": (16.93, 19.77, 12.17)}
@@ -78,40 +79,42 @@ def _one_attribute_xy(ds, attribute: str = "lipstick"):
     return ds.images, ds.attributes[:, ds.attribute_names.index(attribute)].long()
 
 
-def _train(train, val, cfg, *, epochs, lr, batch_size, seed, progress, model, **kw):
+def _train(train, val, cfg, *, epochs, lr, batch_size, seed, progress, model, num_threads, **kw):
     config = dict(net_config(int(train.images.shape[-1])) if model == "vgg_small" else {}, **(cfg or {}))
     return fit(model, train, val, model_config=config, epochs=epochs, lr=lr, batch_size=batch_size,
-               seed=seed, progress=progress, **kw)
+               schedule="cosine", seed=seed, progress=progress, num_threads=num_threads, **kw)
 
 
 def train_concept_model(train, val=None, *, epochs: int = 30, lr: float = 2e-3, batch_size: int = 32,
-                        seed: int = 0, model: str = "vgg_small", model_config=None, progress: bool = True):
+                        seed: int = 0, model: str = "vgg_small", model_config=None, progress: bool = True,
+                        num_threads: Optional[int] = 1):
     """One multi-label CNN, a logit per attribute of ``train`` (BCE), through ``train.fit``
     (checkpoint cache). Returns the :class:`~xnn_support.train.TrainResult`."""
     cfg = dict(model_config or {}, num_classes=len(train.attribute_names))
     return _train(train, val, cfg, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                  progress=progress, model=model, loss_fn=_bce, inputs=_attributes_xy)
+                  progress=progress, model=model, num_threads=num_threads, loss_fn=_bce, inputs=_attributes_xy)
 
 
 def train_performer(train, val=None, *, epochs: int = 30, lr: float = 2e-3, batch_size: int = 32,
-                    seed: int = 0, model: str = "vgg_small", model_config=None, progress: bool = True):
+                    seed: int = 0, model: str = "vgg_small", model_config=None, progress: bool = True,
+                        num_threads: Optional[int] = 1):
     """The performer: a CNN regressing ``train.target`` (one output, MSE)."""
     if train.target is None:
         raise ValueError("train_performer needs a FaceSet with a target")
     cfg = dict(model_config or {}, num_classes=1)
     return _train(train, val, cfg, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                  progress=progress, model=model, loss_fn=_mse, inputs=_target_xy)
+                  progress=progress, model=model, num_threads=num_threads, loss_fn=_mse, inputs=_target_xy)
 
 
 def train_attribute_model(train, val=None, attribute: str = "lipstick", *, epochs: int = 15, lr: float = 2e-3,
                           batch_size: int = 32, seed: int = 0, model: str = "vgg_small", model_config=None,
-                          progress: bool = True):
+                          progress: bool = True, num_threads: Optional[int] = 1):
     """A two-class CNN for one attribute (cross-entropy); its score is the logit margin."""
     if attribute not in train.attribute_names:
         raise ValueError(f"unknown attribute {attribute!r}; this set has {train.attribute_names}")
     cfg = dict(model_config or {}, num_classes=2)
     return _train(train, val, cfg, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                  progress=progress, model=model, inputs=functools.partial(_one_attribute_xy, attribute=attribute))
+                  progress=progress, model=model, num_threads=num_threads, inputs=functools.partial(_one_attribute_xy, attribute=attribute))
 
 
 # ----------------------------------------------------------------------------- ground-truth probes
@@ -218,7 +221,8 @@ class AttractiveRun:
 
 def run_attractive(seed: int = 0, *, size: int = 64, n_train: int = 2000, n_test: int = 500,
                    net_epochs: int = 30, explainer_epochs: int = 20, n_effect: int = 200,
-                   explainer_kw: Optional[Dict[str, Any]] = None, progress: bool = True) -> AttractiveRun:
+                   explainer_kw: Optional[Dict[str, Any]] = None, progress: bool = True,
+                   num_threads: Optional[int] = 1) -> AttractiveRun:
     """Concept model + performer + explainer for one seed; metrics on held-out faces.
 
     Metrics: ``concept_acc`` (mean over attributes), ``performer_r2`` (vs the planted target),
@@ -227,7 +231,16 @@ def run_attractive(seed: int = 0, *, size: int = 64, n_train: int = 2000, n_test
     the explainer's recovered weights vs the planted ones; ``effect_err`` / ``effect_corr``: vs the
     performer's intervention effects; ``oracle_err``: recovery of exactly planted weights when the
     target is set to b* + sum_i w*_i y_i on the same concept scores (the explainer alone).
+    ``num_threads``: torch CPU threads for everything here (1: fastest on a shared CPU).
     """
+    with S.torch_threads(num_threads):
+        return _run_attractive(seed, size=size, n_train=n_train, n_test=n_test, net_epochs=net_epochs,
+                               explainer_epochs=explainer_epochs, n_effect=n_effect,
+                               explainer_kw=explainer_kw, progress=progress)
+
+
+def _run_attractive(seed, *, size, n_train, n_test, net_epochs, explainer_epochs, n_effect, explainer_kw,
+                    progress) -> AttractiveRun:
     kw = dict(explainer_kw or {})
     train = concept_faces(n_train, size, seed=seed)
     test = concept_faces(n_test, size, seed=10_000 + seed)
@@ -285,7 +298,8 @@ class BiasRun:
 
 def run_bias(seed: int = 0, *, concept_model: nn.Module, size: int = 64, n_train: int = 2000,
              n_test: int = 500, rate: float = 1.0, net_epochs: int = 15, explainer_epochs: int = 20,
-             explainer_kw: Optional[Dict[str, Any]] = None, progress: bool = True) -> BiasRun:
+             explainer_kw: Optional[Dict[str, Any]] = None, progress: bool = True,
+             num_threads: Optional[int] = 1) -> BiasRun:
     """Lipstick classifiers trained with rosy cheeks co-occurring at ``rate`` ("biased") and with
     independent attributes ("unbiased"), probed on independent test faces.
 
@@ -296,6 +310,14 @@ def run_bias(seed: int = 0, *, concept_model: nn.Module, size: int = 64, n_train
     faces whose cheeks disagree with their lipstick), and the explainer's ``cheek_share`` /
     ``lipstick_share`` (dataset-level importance) and ``cheek_weight`` (recovered weight).
     """
+    with S.torch_threads(num_threads):
+        return _run_bias(seed, concept_model=concept_model, size=size, n_train=n_train, n_test=n_test,
+                         rate=rate, net_epochs=net_epochs, explainer_epochs=explainer_epochs,
+                         explainer_kw=explainer_kw, progress=progress)
+
+
+def _run_bias(seed, *, concept_model, size, n_train, n_test, rate, net_epochs, explainer_epochs,
+              explainer_kw, progress) -> BiasRun:
     kw = dict(explainer_kw or {})
     free = concept_faces(n_train, size, seed=seed)
     biased = concept_faces(n_train, size, seed=seed, cooccurrence={("lipstick", "rosy_cheeks"): float(rate)})
@@ -346,3 +368,12 @@ def mean_sd(runs: Sequence[Dict[str, float]]) -> Dict[str, tuple]:
         sd = math.sqrt(sum((x - mu) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
         out[k] = (mu, sd, len(v))
     return out
+
+
+def explain_faces(ds, *, concept_model: nn.Module, performer: nn.Module, explainer, output: Union[int, str] = 0,
+                  batch_size: int = 256):
+    """Eq. 1 on the faces of ``ds``: concept scores of ``concept_model``, the performer's score
+    (``output`` as in :func:`~xnn_support.semantic.target_scores`) and the explainer's alpha."""
+    y = S.concept_scores(concept_model, ds.images, batch_size=batch_size)
+    t = S.target_scores(performer, ds.images, output=output, batch_size=batch_size)
+    return explainer.explain(ds.images, y, t, batch_size=batch_size)

@@ -44,3 +44,38 @@ def dataset_browser(ds, *, kind: str = "images"):
             "clouds": lambda i: viz.cloud_grid(ds, range(i, min(i + 8, len(ds)))),
             "sentences": lambda i: viz.sentence_table(ds, range(i, min(i + 6, len(ds))))}[kind]
     return w.interact(lambda start=0: _show(draw(start)), start=w.IntSlider(0, 0, max(0, len(ds) - 1), step=4))
+
+
+# --- 05: knowledge consistency ---
+
+__all__ += ["consistency_explorer"]
+
+
+def consistency_explorer(images, layers, *, n_channels: int = 8):
+    """Choose a layer, a part (x_B, an order, the residual) and an image; see the part's energy map
+    over the image, all parts on one scale, and its first channels.
+
+    ``layers``: ``{name: (feat_b, decomposition)}`` with held-out features of B and their
+    :class:`~xnn_support.consistency.Decomposition` (e.g. ``row["eval"]`` of
+    :func:`~xnn_support.consistency_experiments.consistency_by_layer`), for ``images``.
+    """
+    import ipywidgets as w
+
+    from . import viz
+
+    names = list(layers)
+    if not names:
+        raise ValueError("layers is empty: pass {name: (feat_b, decomposition)}")
+    k_max = len(layers[names[0]][1].components)
+    options = ["x_B"] + [f"order {k}" for k in range(k_max)] + ["residual"]
+
+    def update(layer=names[0], part="order 0", index=0):
+        fb, dec = layers[layer]
+        parts = {"x_B": fb[index]}
+        parts.update({f"order {k}": c[index] for k, c in enumerate(dec.components)})
+        parts["residual"] = dec.residual[index]
+        _show(viz.component_view(images[index], parts, part if part in parts else "x_B",
+                                 n_channels=n_channels, title=f"{layer}, image {index}"))
+
+    return w.interact(update, layer=w.Dropdown(options=names), part=w.Dropdown(options=options, value="order 0"),
+                      index=w.IntSlider(0, 0, len(images) - 1))

@@ -28,7 +28,7 @@ def _index(v, idx):
     if torch.is_tensor(v) or isinstance(v, np.ndarray):
         return v[idx]
     if isinstance(v, list):
-        return [v[i] for i in idx.tolist()]
+        return [v[i] for i in idx.tolist()] if v else []
     return v
 
 
@@ -44,7 +44,10 @@ def subset(ds, idx) -> Any:
         v = getattr(ds, f.name)
         per_sample = f.metadata.get("per_sample", False)
         out[f.name] = _index(v, idx) if per_sample else v
-    out["spec"] = dict(ds.spec, subset=fingerprint_tensor(idx))
+    # a hand-made dataset has no spec: identify the parent by its tensors, so two different
+    # datasets split the same way never share a fingerprint
+    base = ds.spec if ds.spec else {"tensors": fingerprint(ds)}
+    out["spec"] = dict(base, subset=fingerprint_tensor(idx))
     return type(ds)(**out)
 
 

@@ -76,8 +76,8 @@ class VGGSmall(nn.Module):
 
     so the explanatory-graph layers sit at 32x32, 16x16 and 8x8. ``in_size`` < 48 drops the first
     pooling; >= 96 adds one. ``plan`` overrides the whole list (ints = conv widths, "M" = pool).
-    ``pool``: global ``"max"`` (default: on the creatures data it trained faster and more stably
-    than ``"avg"``, 0.975 vs ~0.87 val acc after 10 epochs) or ``"avg"``.
+    ``pool``: global ``"max"`` (default: on creatures(2000, 64), 10 epochs, Adam 1e-3, cosine, it
+    reached 0.93 val acc against 0.87 for ``"avg"``) or ``"avg"``.
     """
 
     def __init__(self, num_classes: int = 2, in_size: int = 64, width: float = 1.0,

@@ -1,0 +1,245 @@
+"""Knowledge consistency (paper 05): g_theta, its exact order decomposition, planted-truth fits,
+input checks, the checkpoint cache, and the splice used for feature refinement."""
+import pytest
+import torch
+from torch import nn
+
+from xnn_support import consistency as kc
+from xnn_support import consistency_experiments as kx
+from xnn_support.consistency import ConsistencyNet, fit_consistency
+
+FAST = dict(epochs=8, progress=False, cache=False)
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("XNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XNN_QUIET", "1")
+
+
+def _randomise(net: ConsistencyNet, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+
+# ----------------------------------------------------------------------------- exact decomposition
+
+@pytest.mark.parametrize("orders", [1, 2, 3, 4])
+@pytest.mark.parametrize("tied", [True, False])
+def test_components_sum_to_g_exactly(orders, tied):
+    net = ConsistencyNet(5, 7, orders, tied_output=tied)  # C_A != C_B
+    _randomise(net)
+    x = torch.randn(6, 5, 9, 7)
+    with torch.no_grad():
+        S, g = net.decompose(x), net(x)
+    assert S.shape == (orders, 6, 7, 9, 7)
+    assert torch.allclose(S.sum(0), g, atol=1e-5 * float(g.abs().max()), rtol=0)
+
+
+def test_vectors_and_1x1_maps():
+    net = ConsistencyNet(6, 3, 3, kernel=1)
+    _randomise(net)
+    v = torch.randn(10, 6)
+    S = net.decompose(v)
+    assert S.shape == (3, 10, 3) and net(v).shape == (10, 3)
+    assert torch.allclose(S.sum(0), net(v), atol=1e-5)
+    # divisor 1 on 1x1 maps: the vector and the (N, D, 1, 1) map give the same g
+    assert torch.allclose(net(v[:, :, None, None])[:, :, 0, 0], net(v), atol=1e-6)
+
+
+def test_order_counting():
+    """p -> 0 leaves only order 0; W_0 = 0 kills order 2 (K = 2) exactly."""
+    net = ConsistencyNet(4, 4, 3)
+    _randomise(net)
+    x = torch.randn(3, 4, 6, 6)
+    with torch.no_grad():
+        net.q.fill_(-60.0)
+    S = net.decompose(x)
+    assert S[1:].abs().max() < 1e-20 and torch.allclose(S[0], net(x), atol=1e-6)
+    _randomise(net)
+    with torch.no_grad():
+        net.convs[0].weight.zero_()
+    S = net.decompose(x)
+    assert S[2].abs().max() == 0 and S[1].abs().max() > 0
+
+
+def test_scale_invariance_of_g():
+    """The official per-(sample, channel) std divisor makes g(c x) = g(x) for c > 0."""
+    net = ConsistencyNet(4, 3, 3)
+    _randomise(net)
+    x = torch.randn(5, 4, 6, 6)
+    c = torch.rand(5, 4, 1, 1) * 3 + 0.5
+    assert torch.allclose(net(c * x), net(x), atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- planted truth
+
+def test_linear_map_gives_order0_share_near_one():
+    xa, xb = kx.planted_pair("linear", n=192, channels=8, channels_b=6, seed=1)
+    r = fit_consistency(xa, xb, **FAST)
+    assert len(r.components) == 3 and len(r.shares) == 4
+    assert all(c.shape == xb.shape for c in r.components) and r.residual.shape == xb.shape
+    assert r.shares[0] > 0.95, r.shares
+    assert r.shares[-1] < 0.05, r.shares
+    assert max(r.shares[1:3]) < 0.05, r.shares
+
+
+def test_independent_features_give_residual_share_near_one():
+    xa, xb = kx.planted_pair("independent", n=192, channels=8, seed=2)
+    r = fit_consistency(xa, xb, **FAST)
+    assert r.shares[-1] > 0.9, r.shares
+    # and on held-out features the residual is (almost) all of x_B
+    xa2, xb2 = kx.planted_pair("independent", n=96, channels=8, seed=3)
+    assert r.apply(xa2, xb2).shares[-1] > 0.95
+
+
+def test_nonlinear_relation_is_found_by_higher_orders():
+    """x_B = W2 |W1 x_A| has no linear part: order 0 explains ~nothing, orders >= 1 a good part."""
+    xa, xb = kx.planted_pair("nonlinear", n=192, channels=8, seed=4)
+    r = fit_consistency(xa, xb, epochs=30, progress=False, cache=False)
+    assert r.shares[0] < 0.05, r.shares
+    assert r.shares[-1] < 0.8, r.shares
+    assert r.linear_residual > 0.95
+
+
+def test_linear_first_beats_the_joint_fit_on_a_linear_pair():
+    """The pitfall the issue names: in a joint fit the ReLU branches take linear structure, so
+    order 0 alone no longer rebuilds x_B; fitted first, it does."""
+    xa, xb = kx.planted_pair("linear", n=192, channels=8, seed=5)
+    first = fit_consistency(xa, xb, **FAST)
+    joint = fit_consistency(xa, xb, linear_first=False, **FAST)
+
+    def order0_error(r):
+        return float(((xb - r.components[0]) ** 2).mean() / xb.var())
+
+    assert order0_error(first) < 0.05
+    assert order0_error(joint) > order0_error(first) + 0.05
+    assert joint.net.tied and not first.net.tied
+
+
+def test_vector_features_fit():
+    g = torch.Generator().manual_seed(0)
+    xa = torch.randn(300, 10, generator=g)
+    xb = xa @ torch.randn(10, 4, generator=g)
+    r = fit_consistency(xa, xb, **FAST)
+    assert r.components[0].shape == (300, 4)
+    assert r.shares[0] > 0.99 and r.shares[-1] < 0.01
+
+
+def test_deterministic_and_cached(tmp_path):
+    xa, xb = kx.planted_pair("mix", n=96, channels=6, seed=6)
+    a = fit_consistency(xa, xb, epochs=3, progress=False)
+    b = fit_consistency(xa, xb, epochs=3, progress=False)
+    assert not a.from_cache and b.from_cache
+    assert a.shares == b.shares
+    c = fit_consistency(xa, xb, epochs=3, progress=False, cache=False)
+    assert c.shares == a.shares
+    assert fit_consistency(xa, xb, epochs=3, seed=1, progress=False).shares != a.shares
+
+
+# ----------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda a, b: (a, b[:-1]), "different sample counts"),
+    (lambda a, b: (a, b[..., :-1, :-1]), "different spatial sizes"),
+    (lambda a, b: (a.clone().index_fill_(0, torch.tensor([3]), float("nan")), b), "NaN"),
+    (lambda a, b: (a, b.clone().index_fill_(0, torch.tensor([0]), float("inf"))), "NaN or inf"),
+    (lambda a, b: (a[:, :, 0], b), "must be"),
+    (lambda a, b: (a, b.flatten(1)), "both"),
+    (lambda a, b: (a.long(), b), "float"),
+    (lambda a, b: (a.numpy(), b), "torch tensor"),
+])
+def test_bad_input_is_a_clear_error(bad, match):
+    a, b = kx.planted_pair("linear", n=8, channels=3, seed=0)
+    fa, fb = bad(a, b)
+    with pytest.raises(ValueError, match=match):
+        fit_consistency(fa, fb, **FAST)
+
+
+@pytest.mark.parametrize("orders", [0, -1, 1.5, True])
+def test_orders_below_one_rejected(orders):
+    a, b = kx.planted_pair("linear", n=8, channels=3, seed=0)
+    with pytest.raises(ValueError, match="orders"):
+        fit_consistency(a, b, orders=orders, **FAST)
+
+
+def test_other_argument_errors():
+    a, b = kx.planted_pair("linear", n=8, channels=3, seed=0)
+    with pytest.raises(ValueError, match="alpha"):
+        fit_consistency(a, b, alpha=[0.1], **FAST)
+    with pytest.raises(ValueError, match="epochs"):
+        fit_consistency(a, b, epochs=-1, progress=False)
+    with pytest.raises(ValueError, match="zero variance"):
+        fit_consistency(a, torch.ones_like(b), **FAST)
+    with pytest.raises(ValueError, match="input channels"):
+        ConsistencyNet(3, 3)(torch.randn(2, 4, 5, 5))
+    with pytest.raises(ValueError, match="kernel"):
+        ConsistencyNet(3, 3, kernel=2)
+
+
+def test_single_order_is_pure_least_squares():
+    xa, xb = kx.planted_pair("mix", n=64, channels=4, seed=7)
+    r = fit_consistency(xa, xb, orders=1, **FAST)
+    assert len(r.components) == 1 and len(r.shares) == 2 and r.history == []
+    assert abs(r.shares[-1] - r.linear_residual) < 0.02
+
+
+# ----------------------------------------------------------------------------- experiments helpers
+
+def _tiny_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 2)).eval()
+
+
+def test_splice_with_own_feature_reproduces_the_model_and_freezes_lower_layers():
+    net = _tiny_net()
+    x = torch.rand(5, 3, 8, 8)
+    feat = kx.tap_features(net, x, ["2"])["2"]
+    sp = kx.Spliced(net, "2")
+    with torch.no_grad():
+        assert torch.allclose(sp(x, feat), net(x), atol=1e-6)
+        assert not torch.allclose(sp(x, torch.zeros_like(feat)), net(x))
+    names = sp.freeze_lower(x[:2], feat[:2])
+    assert names == ["3.weight", "3.bias", "7.weight", "7.bias"]
+    assert not net[0].weight.requires_grad and net[3].weight.requires_grad
+    y = torch.tensor([0, 1, 0, 1, 1])
+    acc = kx.accuracy_with_feature(net, "2", x, feat, y)
+    assert acc == float((net(x).argmax(1) == y).float().mean())
+
+
+def test_energy_maps_and_foreground_share_on_planted_maps():
+    part = torch.zeros(4, 3, 8, 8)
+    part[:, :, 2:4, 2:4] = torch.randn(4, 3, 2, 2)  # energy only inside the planted box
+    fg = torch.zeros(4, 32, 32, dtype=torch.bool)
+    fg[:, 8:16, 8:16] = True
+    e = kx.energy_maps(part, part)
+    assert e.shape == (4, 8, 8) and abs(float(e.mean()) - 1.0) < 1e-5
+    s = kx.foreground_share(e, fg)
+    assert s["energy_on_fg"] > 0.95 and abs(s["fg_area"] - 1 / 16) < 1e-6 and s["ratio"] > 10
+    with pytest.raises(ValueError):
+        kx.foreground_share(e, fg[:2])
+
+
+def test_consistency_by_layer_on_two_tiny_nets():
+    a, b = _tiny_net(), _tiny_net()
+    torch.manual_seed(1)
+    b[3].reset_parameters()
+    x = torch.rand(40, 3, 8, 8)
+    rows = kx.consistency_by_layer(a, b, x[:30], x[30:], ["0", "3"], epochs=2, progress=False, cache=False,
+                                   normalize=False)
+    assert [r["layer"] for r in rows] == ["0", "3"]
+    assert rows[0]["share_0"] > 0.999 and rows[0]["share_residual"] < 1e-3  # same first conv
+    with pytest.raises(Exception, match="closest"):
+        kx.consistency_by_layer(a, b, x[:30], x[30:], ["nope"], epochs=1, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_fit_matches_layout():
+    xa, xb = kx.planted_pair("linear", n=64, channels=4, seed=0)
+    r = fit_consistency(xa, xb, device="cuda", **FAST)
+    assert r.components[0].device.type == "cpu" and r.shares[0] > 0.9
+    assert next(r.net.parameters()).device.type == "cuda"
