@@ -98,9 +98,9 @@ def test_independent_features_give_residual_share_near_one():
 def test_nonlinear_relation_is_found_by_higher_orders():
     """x_B = W2 |W1 x_A| has no linear part: order 0 explains ~nothing, orders >= 1 a good part."""
     xa, xb = kx.planted_pair("nonlinear", n=192, channels=8, seed=4)
-    r = fit_consistency(xa, xb, epochs=30, progress=False, cache=False)
+    r = fit_consistency(xa, xb, epochs=40, batch_size=32, lr=1e-2, progress=False, cache=False)
     assert r.shares[0] < 0.05, r.shares
-    assert r.shares[-1] < 0.8, r.shares
+    assert r.shares[1] + r.shares[2] > 0.2 and r.shares[-1] < 0.7, r.shares
     assert r.linear_residual > 0.95
 
 

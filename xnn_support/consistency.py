@@ -222,10 +222,15 @@ class ConsistencyNet(nn.Module):
             a = self._norm(u)[1]
             gate = p[k - 1] * (u > 0).to(u.dtype) / a           # M_{k-1} p_{k-1} / a_{k-1}
             conv = self.convs[k]
-            first = conv(z).unsqueeze(0)                        # S_{k,0} = W_k z (+ bias at k = K)
-            w = self.out_nl.weight if (k == self.K and not self.tied) else conv.weight
-            rest = F.conv2d((S * gate).flatten(0, 1), w, None, padding=conv.padding)
-            S = torch.cat([first, rest.unflatten(0, (S.shape[0], n))])
+            if k == self.K and not self.tied:                   # own weights for the gated input
+                first = conv(z).unsqueeze(0)                    # S_{K,0} = W_K z + b
+                rest = F.conv2d((S * gate).flatten(0, 1), self.out_nl.weight, None, padding=conv.padding)
+                S = torch.cat([first, rest.unflatten(0, (S.shape[0], n))])
+            else:                                               # one conv over [z, gated S_{k-1,j}]
+                inp = torch.cat([z.unsqueeze(0), S * gate]).flatten(0, 1)
+                S = F.conv2d(inp, conv.weight, None, padding=conv.padding).unflatten(0, (S.shape[0] + 1, n))
+                if conv.bias is not None:                       # the bias belongs to order 0
+                    S = torch.cat([S[:1] + conv.bias[:, None, None], S[1:]])
         return S[:, :, :, 0, 0] if vec else S
 
 

@@ -46,7 +46,7 @@ from .train import fit
 __all__ = ["net_config", "train_concept_model", "train_performer", "train_attribute_model",
            "attribute_effects", "paste_mask", "PasteMask", "recovered_weights", "concept_accuracy",
            "run_attractive", "run_bias", "AttractiveRun", "BiasRun", "mean_sd", "LECTURE_SCORES",
-           "explain_faces", "concept_steps"]
+           "explain_faces", "concept_steps", "paste_mask_examples"]
 
 #: the lecture's "score of wearing lipstick" (original, pasted cheeks, masked cheeks)
 LECTURE_SCORES = {"no_lipstick": (-16.44, -10.27, -12.96), "lipstick": (16.93, 19.77, 12.17)}
@@ -377,3 +377,19 @@ def explain_faces(ds, *, concept_model: nn.Module, performer: nn.Module, explain
     y = S.concept_scores(concept_model, ds.images, batch_size=batch_size)
     t = S.target_scores(performer, ds.images, output=output, batch_size=batch_size)
     return explainer.explain(ds.images, y, t, batch_size=batch_size)
+
+
+def paste_mask_examples(run: BiasRun, *, attribute: str = "rosy_cheeks", group: str = "lipstick"):
+    """The lecture's two example faces from a :class:`BiasRun`: the first test face without
+    ``group`` and the first with it. Returns (originals, pasted, masked) images (2, 3, S, S),
+    scores {net: (2, 3) array of original / pasted / masked} and row titles."""
+    names = run.test.attribute_names
+    has = run.test.attributes[:, names.index(group)] > 0.5
+    if has.all() or (~has).all():
+        raise ValueError(f"the test set needs faces with and without {group!r}")
+    rows = [int(torch.nonzero(~has)[0]), int(torch.nonzero(has)[0])]
+    sub = run.test.subset(rows)
+    imgs = (sub.images, edit_faces(sub, None, set={attribute: 1}).images, edit_faces(sub, None, set={attribute: 0}).images)
+    scores = {tag: torch.stack([pm.original[rows], pm.pasted[rows], pm.masked[rows]], 1).numpy()
+              for tag, pm in run.paste_mask.items()}
+    return imgs[0], imgs[1], imgs[2], scores, [f"no {group}", group]
