@@ -15,6 +15,10 @@ FAST = dict(epochs=8, progress=False, cache=False)
 def _env(tmp_path, monkeypatch):
     monkeypatch.setenv("XNN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("XNN_QUIET", "1")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # small convs: one thread is fastest on a shared CPU
+    yield
+    torch.set_num_threads(n)
 
 
 def _randomise(net: ConsistencyNet, seed=0):
@@ -243,3 +247,21 @@ def test_cuda_fit_matches_layout():
     r = fit_consistency(xa, xb, device="cuda", **FAST)
     assert r.components[0].device.type == "cpu" and r.shares[0] > 0.9
     assert next(r.net.parameters()).device.type == "cuda"
+
+
+def test_diagnose_and_refine_run_on_tiny_nets():
+    strong, weak = _tiny_net(), _tiny_net()
+    torch.manual_seed(2)
+    weak[0].reset_parameters()
+    x, y = torch.rand(48, 3, 8, 8), torch.arange(48) % 2
+    d = kx.diagnose(strong, weak, x[:32], x[32:], "3", "0", epochs=2, progress=False, cache=False)
+    assert d.blind_eval.residual.shape == d.feat_strong.shape == (16, 4, 8, 8)
+    assert 0 <= d.blind_share and 0 <= d.unreliable_share
+    ftr = kx.tap_features(weak, x[:32], ["3"])["3"]
+    fte = kx.tap_features(weak, x[32:], ["3"])["3"]
+    acc = kx.refine(weak, "3", x[:32], y[:32], {"own": ftr, "zero": ftr * 0}, x[32:], y[32:],
+                    {"own": fte, "zero": fte * 0}, epochs=1, batch_size=16, progress=False, cache=False)
+    assert set(acc) == {"before", "own", "zero"} and all(0 <= v <= 1 for v in acc.values())
+    assert all(p.requires_grad for p in weak.parameters())  # B itself is untouched (copies are tuned)
+    with pytest.raises(ValueError, match="same names"):
+        kx.refine(weak, "3", x, y, {"own": ftr}, x, y, {"other": fte}, epochs=1, progress=False)

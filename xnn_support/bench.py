@@ -22,7 +22,7 @@ __all__ = ["Row", "benchmark", "run_benchmarks", "format_table", "timeit", "PLUG
 #: modules that register more rows when imported (each method issue adds its own)
 PLUGINS: List[str] = ["xnn_support.bench_core", "xnn_support.bench_train", "xnn_support.bench_discarding",
                        "xnn_support.bench_consistency", "xnn_support.bench_icnn", "xnn_support.bench_graph",
-                       "xnn_support.bench_pointcloud"]
+                       "xnn_support.bench_pointcloud", "xnn_support.bench_semantic"]
 
 _REGISTRY: Dict[str, Callable[[bool], List["Row"]]] = {}
 

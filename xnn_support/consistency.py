@@ -18,12 +18,13 @@ or unreliable features). g is the official stack of K+1 convolutions with gated 
     z   = Norm(x_A)                         p_k = sigmoid(q_k), q_k trainable
     u_0 = W_0 z,   u_k = W_k (z + p_{k-1} ReLU(Norm(u_{k-1}))),   g(x_A) = u_K + b
 
-Functions and equations:
+Functions and equations (the network and order 0 live in :mod:`xnn_support.consistency_net`):
 
 * :class:`ConsistencyNet` -- g (``forward``) and the exact order decomposition (``decompose``):
   the ReLU masks M_k and divisors a_k of the same pass are replayed, S_{k,0} = W_k z,
-  S_{k,j} = W_k (p_{k-1} M_{k-1} o S_{k-1,j-1} / a_{k-1}), x^(j) = S_{K,j}; the components sum to
-  g(x_A) up to float rounding (one batched convolution per stage over the stacked orders).
+  S_{k,j} = W_k (p_{k-1} M_{k-1} o S_{k-1,j-1} / a_{k-1}) (V instead of W_K for j >= 1 at the last
+  stage when untied), x^(j) = S_{K,j}; the components sum to g(x_A) up to float rounding (one
+  batched convolution per stage over the stacked orders).
 * :func:`fit_order0` -- closed-form ridge least squares of the output convolution on unfolded
   patches of z (order 0 fitted first, see below).
 * :func:`fit_consistency` -- the entry point: order 0 by least squares, then the nonlinear stages
@@ -34,11 +35,14 @@ Functions and equations:
 
 Deviations from the paper / official code (each is a choice, stated):
 
-* **Order 0 is fitted first** (``linear_first=True``): the output convolution W_K and a bias are the
-  ridge least-squares fit of x_B on z, then frozen while the ReLU stages learn the remainder. In a
-  joint fit from random weights the ReLU branches absorb linear structure (an exactly linear pair
-  gave an order-0 share of only ~0.4, see the tests and the notebook), so shares would say less
-  about "how linear" the relation is. ``linear_first=False`` gives the official joint fit.
+* **Order 0 is fitted first** (``linear_first=True``): the output convolution W_K (on z) and a bias
+  are the ridge least-squares fit of x_B on z, then frozen while the ReLU stages learn the
+  remainder; the gated input of the last stage gets its own output convolution V, initialised at
+  zero (``tied_output=False``: u_K = W_K z + V p_{K-1} ReLU(Norm(u_{K-1})); official: one W_K
+  applied to the sum). Without V a frozen least-squares W_K would also cap the nonlinear orders
+  (e.g. W_K ~ 0 when x_B has no linear part). In a joint fit from random weights the ReLU branches
+  absorb linear structure (order 0 alone then misses much of an exactly linear x_B, see the tests
+  and the notebook). ``linear_first=False`` gives the official joint fit with a tied W_K.
 * The output convolution has a bias (an affine order 0; the official convs have none): the
   variance metric is mean-centred anyway, and without a bias the channel means of x_B must be
   made from z. Hidden convolutions have no bias, as in the official code.
@@ -48,240 +52,27 @@ Deviations from the paper / official code (each is a choice, stated):
 * A and B may have different channel counts: W_0..W_{K-1} map C_A -> C_A and W_K maps C_A -> C_B.
   Vectors (N, D) are treated as (N, D, 1, 1) maps with 1x1 kernels.
 * ``orders`` counts the orders, order 0 included: ``orders=3`` is the official K = 2.
+
+Known property kept for parity: the official normalisation makes g invariant to a positive
+per-(sample, channel) scaling of x_A, so how strongly an image drives a channel cannot be passed
+on and lands in x_delta; on real features the paper's permutation example (x_B = P x_A) then gives
+an order-0 share of ~0.86-0.94 instead of 1 (notebook 05). ``normalize=False`` switches it off.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from .consistency_net import (EPS, ConsistencyNet, _as_maps, _check_orders, check_pair,  # noqa: F401
+                              fit_order0, normalize)
 from .utils import device_of
 
 __all__ = ["ConsistencyNet", "ConsistencyResult", "Decomposition", "FeaturePairs", "fit_consistency",
-           "fit_order0", "variance_shares", "check_pair", "normalize"]
-
-EPS = 1e-5
-
-
-# ----------------------------------------------------------------------------- input checks
-
-def _as_maps(x: torch.Tensor) -> torch.Tensor:
-    """(N, D) vectors -> (N, D, 1, 1); (N, C, H, W) unchanged."""
-    return x[:, :, None, None] if x.dim() == 2 else x
-
-
-def check_pair(feat_a, feat_b, *, what: str = "features") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Validate a pair of feature tensors and return them as float (N, C, H, W) maps.
-
-    Raises ``ValueError`` for non-tensors, other ranks than 2 or 4, different sample counts or
-    spatial sizes, an empty batch, too few samples, and NaN/inf values.
-    """
-    for nm, t in (("feat_a", feat_a), ("feat_b", feat_b)):
-        if not torch.is_tensor(t):
-            raise ValueError(f"{what}: {nm} must be a torch tensor, got {type(t).__name__}")
-        if t.dim() not in (2, 4):
-            raise ValueError(f"{what}: {nm} must be (N, C, H, W) maps or (N, D) vectors, got shape "
-                             f"{tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise ValueError(f"{what}: {nm} must be a float tensor, got {t.dtype}")
-        if t.shape[0] < 2:
-            raise ValueError(f"{what}: {nm} has {t.shape[0]} samples; at least 2 are needed")
-        if not bool(torch.isfinite(t).all()):
-            bad = int((~torch.isfinite(t)).flatten(1).any(1).sum())
-            raise ValueError(f"{what}: {nm} contains NaN or inf ({bad} of {t.shape[0]} samples affected)")
-    if feat_a.shape[0] != feat_b.shape[0]:
-        raise ValueError(f"{what}: different sample counts: feat_a has {feat_a.shape[0]}, feat_b has "
-                         f"{feat_b.shape[0]} (features must come from the same images, in the same order)")
-    if feat_a.dim() != feat_b.dim():
-        raise ValueError(f"{what}: feat_a {tuple(feat_a.shape)} and feat_b {tuple(feat_b.shape)} must both "
-                         "be maps (N, C, H, W) or both vectors (N, D)")
-    a, b = _as_maps(feat_a).float(), _as_maps(feat_b).float()
-    if a.shape[-2:] != b.shape[-2:]:
-        raise ValueError(f"{what}: different spatial sizes: feat_a {tuple(a.shape[-2:])} vs feat_b "
-                         f"{tuple(b.shape[-2:])}; tap layers with the same map size (or resize one with "
-                         "torch.nn.functional.interpolate / adaptive pooling first)")
-    return a, b
-
-
-def _check_orders(orders) -> int:
-    if isinstance(orders, bool) or not isinstance(orders, int) or orders < 1:
-        raise ValueError(f"orders must be an integer >= 1 (orders 0..K with K = orders - 1 >= 0), "
-                         f"got {orders!r}")
-    return orders
-
-
-# ----------------------------------------------------------------------------- the network g
-
-def normalize(u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``Norm(u) = u / (std_HW(u) + 1e-5)`` per sample and channel (unbiased std, detached
-    divisor, no centring); the divisor is 1 for 1x1 maps. Returns (normalised, divisor)."""
-    if u.shape[-1] * u.shape[-2] == 1:
-        a = torch.ones_like(u)
-    else:
-        a = u.detach().std(dim=(2, 3), keepdim=True, unbiased=True) + EPS
-    return u / a, a
-
-
-class ConsistencyNet(nn.Module):
-    """g_theta: K+1 convolutions with gated skips (official ``LinearTester``), C_A -> C_B.
-
-    ``orders``: number of orders K+1 (3 = the official K = 2). ``kernel``: odd conv size (3 as in
-    the paper; 1 for vectors). ``normalize``: the official per-(sample, channel) std divisor on
-    every stage input. ``bias``: a bias on the output convolution (order 0 becomes affine).
-    """
-
-    def __init__(self, c_in: int, c_out: int, orders: int = 3, *, kernel: int = 3, normalize: bool = True,
-                 bias: bool = True, tied_output: bool = True, gate_init: float = 0.0,
-                 seed: Optional[int] = 0):
-        super().__init__()
-        orders = _check_orders(orders)
-        for nm, v in (("c_in", c_in), ("c_out", c_out)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{nm} must be a positive integer, got {v!r}")
-        if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-            raise ValueError(f"kernel must be a positive odd integer, got {kernel!r}")
-        self.c_in, self.c_out, self.orders, self.kernel = c_in, c_out, orders, kernel
-        self.K = orders - 1
-        self.use_norm = bool(normalize)
-        pad = kernel // 2
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        convs = []
-        for k in range(orders):
-            co = c_out if k == self.K else c_in
-            conv = nn.Conv2d(c_in, co, kernel, padding=pad, bias=bias and k == self.K)
-            with torch.no_grad():  # Kaiming normal, fan_out, relu (the official init)
-                std = math.sqrt(2.0 / (co * kernel * kernel))
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * std)
-                if conv.bias is not None:
-                    conv.bias.zero_()
-            convs.append(conv)
-        self.convs = nn.ModuleList(convs)
-        self.q = nn.Parameter(torch.full((self.K,), float(gate_init)))
-        self.tied = bool(tied_output) or self.K == 0
-        # untied: the gated (order >= 1) input of the last stage has its own output conv V,
-        # initialised at zero, so that a fitted order 0 (W_K) is not disturbed at the start
-        self.out_nl = None if self.tied else nn.Conv2d(c_in, c_out, kernel, padding=pad, bias=False)
-        if self.out_nl is not None:
-            nn.init.zeros_(self.out_nl.weight)
-        self.xnn_config = {"name": "consistency_net", "c_in": c_in, "c_out": c_out, "orders": orders,
-                           "kernel": kernel, "normalize": self.use_norm, "bias": bool(bias),
-                           "tied_output": self.tied}
-
-    @property
-    def gates(self) -> torch.Tensor:
-        """p_k = sigmoid(q_k), k = 0..K-1 (p_k gates the input of stage k+1)."""
-        return torch.sigmoid(self.q)
-
-    def _norm(self, u):
-        if not self.use_norm:
-            return u, torch.ones((), dtype=u.dtype, device=u.device)
-        return normalize(u)
-
-    def _check(self, x):
-        if not torch.is_tensor(x) or x.dim() not in (2, 4):
-            raise ValueError(f"ConsistencyNet expects (N, C, H, W) or (N, D) features, got "
-                             f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
-        x = _as_maps(x)
-        if x.shape[1] != self.c_in:
-            raise ValueError(f"ConsistencyNet was built for {self.c_in} input channels, got {x.shape[1]}")
-        return x
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """g(x_A) (same rank as the input: maps, or vectors for (N, D) input)."""
-        vec = x.dim() == 2
-        x = self._check(x)
-        z, _ = self._norm(x)
-        p = self.gates
-        u = self.convs[0](z)
-        for k in range(1, self.K + 1):
-            h = p[k - 1] * F.relu(self._norm(u)[0])
-            if k == self.K and not self.tied:
-                u = self.convs[k](z) + self.out_nl(h)
-            else:
-                u = self.convs[k](z + h)
-        return u[:, :, 0, 0] if vec else u
-
-    def decompose(self, x: torch.Tensor) -> torch.Tensor:
-        """The K+1 order components, stacked: (K+1, N, C_B, H, W) (or (K+1, N, D) for vectors).
-
-        Replays the masks and divisors of one pass; ``decompose(x).sum(0)`` equals ``forward(x)``
-        up to float rounding.
-        """
-        vec = x.dim() == 2
-        x = self._check(x)
-        z, _ = self._norm(x)
-        p = self.gates
-        n = z.shape[0]
-        S = self.convs[0](z).unsqueeze(0)                      # (1, N, C, H, W): S_{0,0}
-        for k in range(1, self.K + 1):
-            u = S.sum(0)
-            a = self._norm(u)[1]
-            gate = p[k - 1] * (u > 0).to(u.dtype) / a           # M_{k-1} p_{k-1} / a_{k-1}
-            conv = self.convs[k]
-            if k == self.K and not self.tied:                   # own weights for the gated input
-                first = conv(z).unsqueeze(0)                    # S_{K,0} = W_K z + b
-                rest = F.conv2d((S * gate).flatten(0, 1), self.out_nl.weight, None, padding=conv.padding)
-                S = torch.cat([first, rest.unflatten(0, (S.shape[0], n))])
-            else:                                               # one conv over [z, gated S_{k-1,j}]
-                inp = torch.cat([z.unsqueeze(0), S * gate]).flatten(0, 1)
-                S = F.conv2d(inp, conv.weight, None, padding=conv.padding).unflatten(0, (S.shape[0] + 1, n))
-                if conv.bias is not None:                       # the bias belongs to order 0
-                    S = torch.cat([S[:1] + conv.bias[:, None, None], S[1:]])
-        return S[:, :, :, 0, 0] if vec else S
-
-
-# ----------------------------------------------------------------------------- order 0 by least squares
-
-def _patches(z: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Unfolded kernel x kernel patches of z as rows: (N*H*W, C*k*k)."""
-    cols = F.unfold(z, kernel, padding=kernel // 2)            # (N, C*k*k, H*W)
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-
-
-@torch.no_grad()
-def fit_order0(net: ConsistencyNet, feat_a: torch.Tensor, feat_b: torch.Tensor, *, ridge: float = 1e-4,
-               batch_size: int = 256) -> float:
-    """Set ``net``'s output convolution (and bias) to the ridge least-squares fit of x_B on Norm(x_A).
-
-    The normal equations are accumulated in float64 over chunks of ``batch_size`` samples;
-    ``ridge`` is relative to the mean diagonal of X^T X. Returns the relative residual
-    ||x_B - W z||^2 / ||x_B - mean||^2 on these features. The fit is order 0 of the decomposition:
-    the higher orders then only model what a linear map of z cannot.
-    """
-    a, b = check_pair(feat_a, feat_b, what="fit_order0")
-    conv = net.convs[-1]
-    dev = conv.weight.device
-    k = net.kernel
-    d = net.c_in * k * k + (1 if conv.bias is not None else 0)
-    xtx = torch.zeros(d, d, dtype=torch.float64, device=dev)
-    xty = torch.zeros(d, net.c_out, dtype=torch.float64, device=dev)
-    for s in range(0, a.shape[0], batch_size):
-        z = net._norm(a[s:s + batch_size].to(dev))[0]
-        X = _patches(z, k).double()
-        if conv.bias is not None:
-            X = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype, device=dev)], 1)
-        Y = b[s:s + batch_size].to(dev).permute(0, 2, 3, 1).reshape(-1, net.c_out).double()
-        xtx += X.T @ X
-        xty += X.T @ Y
-    lam = ridge * float(xtx.diagonal().mean()) + 1e-12
-    sol = torch.linalg.solve(xtx + lam * torch.eye(d, dtype=xtx.dtype, device=dev), xty)
-    w = sol[: net.c_in * k * k].T.reshape(net.c_out, net.c_in, k, k)
-    conv.weight.copy_(w.to(conv.weight.dtype))
-    if conv.bias is not None:
-        conv.bias.copy_(sol[-1].to(conv.bias.dtype))
-    # relative residual of the linear fit (cheap second pass)
-    err = tot = 0.0
-    mean = b.mean(dim=(0, 2, 3), keepdim=True)
-    for s in range(0, a.shape[0], batch_size):
-        z = net._norm(a[s:s + batch_size].to(dev))[0]
-        yb = b[s:s + batch_size].to(dev)
-        err += float(((conv(z) - yb) ** 2).sum())
-        tot += float(((yb - mean.to(dev)) ** 2).sum())
-    return err / max(tot, 1e-30)
+           "decompose", "fit_order0", "variance_shares", "check_pair", "normalize"]
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -388,12 +179,16 @@ def decompose(net: ConsistencyNet, feat_a: torch.Tensor, feat_b: Optional[torch.
     """Order components of g(feat_a) (CPU tensors shaped like ``feat_b``), the residual and the
     variance shares, in chunks of ``batch_size`` samples on the net's device."""
     if feat_b is None:
-        if not torch.is_tensor(feat_a) or feat_a.dim() not in (2, 4):
-            raise ValueError("feat_a must be (N, C, H, W) maps or (N, D) vectors")
-        a = feat_a.float()
+        if not torch.is_tensor(feat_a) or feat_a.dim() not in (2, 4) or not feat_a.is_floating_point():
+            raise ValueError("feat_a must be float (N, C, H, W) maps or (N, D) vectors")
+        if not bool(torch.isfinite(feat_a).all()):
+            raise ValueError("decompose: feat_a contains NaN or inf")
     else:
         check_pair(feat_a, feat_b, what="decompose")
-        a = feat_a.float()
+        if _as_maps(feat_b).shape[1] != net.c_out:
+            raise ValueError(f"decompose: feat_b has {_as_maps(feat_b).shape[1]} channels, g was fitted "
+                             f"for {net.c_out}")
+    a = feat_a.float()
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = device_of(net)
@@ -414,7 +209,7 @@ def decompose(net: ConsistencyNet, feat_a: torch.Tensor, feat_b: Optional[torch.
 
 def fit_consistency(feat_a: torch.Tensor, feat_b: torch.Tensor, *, orders: int = 3, epochs: int = 30,
                     seed: int = 0, kernel: Optional[int] = None, alpha: Union[float, Sequence[float]] = 0.1,
-                    lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 64,
+                    lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 32,
                     linear_first: bool = True, normalize: bool = True, bias: bool = True,
                     ridge: float = 1e-4, cache: Union[bool, str] = True, progress: bool = True,
                     device=None, num_threads: Optional[int] = None) -> ConsistencyResult:

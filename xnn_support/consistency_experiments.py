@@ -15,6 +15,9 @@ Liang, Li, Li, Wang, Zhang, "Knowledge Consistency between Neural Networks and B
 * :func:`refine` -- (c) feature refinement: the tapped feature of network B is replaced by low-order
   consistent components of g(x_A) (a splice, :class:`Spliced`), B's layers after the tap are
   fine-tuned, and the test accuracy is compared with the same fine-tuning on B's own feature.
+* :func:`planted_pair` -- feature pairs with a planted relation (linear, permutation, nonlinear,
+  independent, mix) for tests and the notebook's toy section; :func:`mean_sd` for seed summaries;
+  :func:`part_fg_ratios` -- how much each part's energy lies on the object.
 
 Deviations: small VGG-like nets on the embedded ``creatures`` images instead of VGG-16/ResNets on
 CUB-200 / VOC; g is fitted on a few hundred training images and evaluated on held-out ones;
@@ -35,7 +38,8 @@ from .consistency import ConsistencyResult, Decomposition, _threads_kw, fit_cons
 from .utils import device_of
 
 __all__ = ["tap_features", "consistency_by_layer", "diagnose", "Diagnosis", "energy_maps",
-           "foreground_share", "Spliced", "refine", "accuracy_with_feature", "SplicedSet"]
+           "foreground_share", "part_fg_ratios", "planted_pair", "mean_sd", "Spliced", "refine",
+           "accuracy_with_feature", "SplicedSet"]
 
 
 @torch.no_grad()
@@ -69,13 +73,15 @@ def consistency_by_layer(model_a: nn.Module, model_b: nn.Module, fit_images: tor
     layers = list(layers)
     layers_b = list(layers_b) if layers_b is not None else layers
     if len(layers_b) != len(layers):
-        raise ValueError(f"layers_b must name one layer of B per layer of A; got {len(layers_b)} for {len(layers)}")
+        raise ValueError(f"layers_b must name one layer of B per layer of A; got {len(layers_b)} for "
+                         f"{len(layers)}")
     resolve_layers(model_a, layers)
     resolve_layers(model_b, layers_b)
     fa = tap_features(model_a, fit_images, layers, batch_size=batch_size)
     fb = tap_features(model_b, fit_images, layers_b, batch_size=batch_size)
     ea = tap_features(model_a, eval_images, layers, batch_size=batch_size)
     eb = tap_features(model_b, eval_images, layers_b, batch_size=batch_size)
+    fit_kw.setdefault("device", device_of(model_b))  # g trains where the networks live
     rows = []
     for la, lb in zip(layers, layers_b):
         res = fit_consistency(fa[la], fb[lb], orders=orders, epochs=epochs, seed=seed, progress=progress,
@@ -134,6 +140,7 @@ def diagnose(strong: nn.Module, weak: nn.Module, fit_images: torch.Tensor, eval_
     fw = tap_features(weak, fit_images, [layer_weak], batch_size=batch_size)[layer_weak]
     es = tap_features(strong, eval_images, [layer_strong], batch_size=batch_size)[layer_strong]
     ew = tap_features(weak, eval_images, [layer_weak], batch_size=batch_size)[layer_weak]
+    fit_kw.setdefault("device", device_of(strong))
     kw = dict(orders=orders, epochs=epochs, seed=seed, progress=progress, num_threads=num_threads, **fit_kw)
     blind = fit_consistency(fw, fs, **kw)
     unrel = fit_consistency(fs, fw, **kw)
@@ -167,6 +174,15 @@ def foreground_share(maps: torch.Tensor, fg_mask: torch.Tensor) -> Dict[str, flo
     on = float((maps * fg).sum() / maps.sum().clamp_min(1e-30))
     area = float(fg.mean())
     return {"energy_on_fg": on, "fg_area": area, "ratio": on / max(area, 1e-12)}
+
+
+def part_fg_ratios(decomposition: Decomposition, fg_mask: torch.Tensor) -> Dict[str, float]:
+    """:func:`foreground_share` ratio of x_B (= g + residual), of each order and of the residual:
+    ``{"x_B": .., "order 0": .., ..., "residual": ..}`` (> 1: the part concentrates on the object)."""
+    x_b = decomposition.g + decomposition.residual
+    parts = {"x_B": x_b, **{f"order {k}": c for k, c in enumerate(decomposition.components)},
+             "residual": decomposition.residual}
+    return {k: foreground_share(energy_maps(v, x_b), fg_mask)["ratio"] for k, v in parts.items()}
 
 
 # ----------------------------------------------------------------------------- (c) refinement

@@ -46,12 +46,15 @@ from . import sigma as _sigma
 from .capture import capture, resolve_layers
 from .sigma import GridUnits, ModuleFeatures, SigmaResult, optimize_sigma
 from .utils import device_of
-from .discarding_text import (MiniLMInputs, WordInfo, feature_std, key_word_auc, minilm_features,  # noqa: F401
-                              minilm_information, minilm_inputs, text_information, word_information)
+from .discarding_text import (MiniLMInputs, WordInfo, auc_per_layer, feature_std, icml19_linear_toy,  # noqa: F401
+                              key_mask, key_word_auc, minilm_features, minilm_information, minilm_inputs,
+                              minilm_pairs, relative_log_sigma, selection_depth, text_information,
+                              word_information)
 
 __all__ = ["pixel_information", "PixelInfo", "fg_bg_entropy", "layer_summary", "conv_layers", "stage_layers",
            "train_decoders", "reconstruction_information", "Decoder", "word_information", "text_information",
-           "minilm_information", "minilm_inputs", "minilm_features", "feature_std", "key_word_auc", "WordInfo",
+           "minilm_information", "minilm_inputs", "minilm_features", "RisingLam", "GridUnits",
+           "tap_layers", "across_seeds", "key_mask", "auc_per_layer", "feature_std", "key_word_auc", "WordInfo",
            "MiniLMInputs"]
 
 
@@ -88,6 +91,17 @@ def stage_layers(model: nn.Module, size: int = 64, *, per_stage: int = 1) -> Lis
         if n in cap:
             by_size.setdefault(tuple(cap[n].shape[-2:]), []).append(n)
     return [n for group in by_size.values() for n in group[-per_stage:]]
+
+
+def tap_layers(model: nn.Module, size: int = 64) -> List[str]:
+    """The layers notebook 04 reads: every conv activation when there are at most five (AlexNet:
+    conv1-conv5, as the paper), else the first conv activation plus the last one of every spatial
+    resolution (VGG-16: conv1_1, conv1_2, conv2_2, conv3_3, conv4_3, conv5_3)."""
+    convs = conv_layers(model)
+    if len(convs) <= 5:
+        return convs
+    ends = stage_layers(model, size)
+    return ([convs[0]] if convs[0] not in ends else []) + ends
 
 
 # ------------------------------------------------------------------------------------ pixels
@@ -186,6 +200,24 @@ def layer_summary(infos: Dict[str, PixelInfo], fg_mask: Optional[torch.Tensor] =
     if monotone:
         df["entropy_runmax"] = df["entropy"].cummax()
     return df
+
+
+def across_seeds(tables: Sequence[Any]):
+    """Mean and sd over seeds of per-layer tables from :func:`layer_summary` (same layers, same
+    order): columns ``<col>`` (mean over seeds) and ``<col>_sd_seeds`` (sample sd, NaN for one seed)."""
+    import pandas as pd
+
+    if not tables:
+        raise ValueError("no tables")
+    stack = pd.concat([t.reset_index() for t in tables], keys=range(len(tables)), names=["seed", "row"])
+    num = stack.drop(columns=["layer"]).groupby(level="row")
+    out = num.mean()
+    sd = num.std(ddof=1)
+    sd = sd[[c for c in sd.columns if not c.endswith("_sd")]].add_suffix("_sd_seeds")
+    out = pd.concat([out, sd], axis=1)
+    out.index = list(tables[0].index)
+    out.index.name = "layer"
+    return out
 
 
 def _nanstd(t: torch.Tensor) -> float:
@@ -289,6 +321,22 @@ def train_decoders(model: nn.Module, layers, images: torch.Tensor, *, val_images
     return out
 
 
+class RisingLam:
+    """A rising Lagrange multiplier lam_t = lam0 * exp(ratio * t / T) (deepinfo's RU step uses
+    lam0 = 1e4, ratio = 1 in its own units); a plain class so configs stay picklable."""
+
+    def __init__(self, lam0: float, ratio: float = 1.0):
+        if not lam0 > 0 or not math.isfinite(ratio):
+            raise ValueError(f"lam0 must be positive and ratio finite, got {lam0!r}, {ratio!r}")
+        self.lam0, self.ratio = float(lam0), float(ratio)
+
+    def __call__(self, t: int, T: int) -> float:
+        return self.lam0 * math.exp(self.ratio * t / max(1, T))
+
+    def __repr__(self):
+        return f"RisingLam({self.lam0}, {self.ratio})"
+
+
 def reconstruction_information(model: nn.Module, images: torch.Tensor, layers, decoders: Dict[str, nn.Module], *,
                                grid: int = 16, steps: Optional[int] = None, lam=None, seed: int = 0,
                                config="clean", activation: Optional[str] = None, batch_size: Optional[int] = None,
@@ -297,8 +345,11 @@ def reconstruction_information(model: nn.Module, images: torch.Tensor, layers, d
     noise is optimised under the same feature-change bound, but the entropy maximised is that of
     the reconstruction error D_l(f_l(x~)) - x, per pixel: 0.5 log(2 pi e E[(D - x)^2] + 1e-6), the
     expectation over noise samples and channels (deepinfo: a mean of logs of single draws). Read at
-    the step whose F is closest to ``target`` (default 1.5, as the code). ``entropy_map`` is (B, H, W)."""
+    the step whose F is closest to ``target`` (default 1.5, as the code). The reconstruction entropy
+    hardly depends on sigma, so lam must rise (default ``RisingLam(30, 3)``: F crosses 1.5 within
+    ~100 steps on the zoo nets). ``entropy_map`` is (B, H, W)."""
     images = _check_images(images)
+    lam = RisingLam(30.0, 3.0) if lam is None else lam
     cfg = _sigma.config(config, **({"readout": "target"} | overrides))
     cfg = cfg.replace(**{k: v for k, v in (("steps", steps), ("lam", lam)) if v is not None}).validate()
     feats = ModuleFeatures(model, layers, activation=activation)

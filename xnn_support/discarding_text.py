@@ -38,7 +38,9 @@ from .sigma import AxisUnits, CallableFeatures, ModuleFeatures, SigmaResult, Sta
 from .utils import device_of
 
 __all__ = ["WordInfo", "word_information", "text_information", "minilm_information", "minilm_inputs",
-           "minilm_features", "feature_std", "key_word_auc", "MiniLMInputs"]
+           "minilm_features", "feature_std", "key_word_auc", "MiniLMInputs", "key_mask", "auc_per_layer",
+           "selection_depth", "minilm_pairs", "icml19_linear_toy", "TOY_OFFICIAL", "TOY_NLP_RECIPES",
+           "relative_log_sigma"]
 
 
 @dataclass
@@ -59,9 +61,11 @@ def _token_masks(mask: Optional[torch.Tensor]):
     if mask is None:
         return None
 
-    def fm(l, f):
-        if f.dim() >= 3 and f.shape[1] == mask.shape[1]:
-            return mask.to(f.device).reshape(*mask.shape, *([1] * (f.dim() - 2)))
+    def fm(l, f, index):
+        m = mask.to(f.device)[index.to(f.device)]
+        if f.dim() >= 3 and f.shape[1] <= m.shape[1] and bool(m[:, f.shape[1]:].sum() == 0):
+            m = m[:, :f.shape[1]]                   # token-level features (padding may have been cut)
+            return m.reshape(*m.shape, *([1] * (f.dim() - 2)))
         return None
     return fm
 
@@ -134,7 +138,7 @@ def feature_std(features, x: torch.Tensor, mask: Optional[torch.Tensor] = None, 
 
 def _text_features(model: nn.Module, layers, mask_d: torch.Tensor) -> ModuleFeatures:
     def call(m, x, index):
-        return m.forward_embeddings(x, mask_d[index])
+        return m.forward_embeddings(x, mask_d[index, :x.shape[1]])
     return ModuleFeatures(model, layers, call=call)
 
 
@@ -229,12 +233,12 @@ def minilm_features(st, mask: torch.Tensor, depths: Sequence[int] = (1, 2, 3, 4,
 
     def make(layer):
         def stage(h, idx):
-            out = layer(h, mask_d[idx][:, None, None, :])
+            out = layer(h, mask_d[idx, :h.shape[1]][:, None, None, :])
             return out[0] if isinstance(out, tuple) else out
         return stage
 
     def pool(h, idx):
-        m = mask_d[idx].unsqueeze(-1).to(h.dtype)
+        m = mask_d[idx, :h.shape[1]].unsqueeze(-1).to(h.dtype)
         v = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
         return torch.nn.functional.normalize(v, dim=-1)
 
@@ -288,3 +292,79 @@ def key_word_auc(sigma: torch.Tensor, is_key: torch.Tensor, mask: Optional[torch
             wins += float((d < 0).sum()) + 0.5 * float((d == 0).sum())
             pairs += d.numel()
     return wins / pairs if pairs else float("nan")
+
+
+def key_mask(tokens: Sequence[Sequence[str]], keys, n: Optional[int] = None) -> torch.Tensor:
+    """(B, n) bool: True where a token is a planted key word (``keys``: a set of words, or one
+    word per sentence). ``n`` defaults to the longest sentence."""
+    n = max(len(t) for t in tokens) if n is None else n
+    out = torch.zeros(len(tokens), n, dtype=torch.bool)
+    for i, toks in enumerate(tokens):
+        k = {keys[i]} if isinstance(keys, (list, tuple)) else set(keys)
+        for j, w in enumerate(toks[:n]):
+            out[i, j] = w in k
+    return out
+
+
+def auc_per_layer(info: WordInfo, is_key: torch.Tensor, exclude: Optional[torch.Tensor] = None) -> List[float]:
+    """:func:`key_word_auc` of every layer of a multi-layer :class:`WordInfo` (sigma (L, B, n));
+    ``exclude`` (B, n) bool drops tokens (e.g. [CLS]/[SEP]) from both groups."""
+    valid = ~torch.isnan(info.sigma[0])
+    if exclude is not None:
+        valid &= ~exclude
+    return [key_word_auc(s, is_key, valid) for s in info.sigma]
+
+
+def selection_depth(names: Sequence[str], aucs: Sequence[float], threshold: float = 0.75) -> str:
+    """The first layer whose key-word AUC reaches ``threshold`` ("none" if no layer does)."""
+    return next((n for n, a in zip(names, aucs) if a == a and a >= threshold), "none")
+
+
+def minilm_pairs(n: int, tokenizer=None) -> List[tuple]:
+    """n (sentence, adjective) pairs from :func:`xnn_support.data.templated_sentences`, one template
+    after the other with a new adjective each time; adjectives that the tokenizer splits into
+    several word pieces are skipped (the key word must be one token)."""
+    from .data import templated_sentences
+    from .data.text import NEGATIVE_WORDS, POSITIVE_WORDS
+
+    adjs = [a for a in POSITIVE_WORDS + NEGATIVE_WORDS
+            if tokenizer is None or len(tokenizer.tokenize(a)) == 1]
+    pairs = templated_sentences(adjs)
+    n_t = len(pairs) // len(adjs)
+    return [pairs[(i % len(adjs)) * n_t + i % n_t] for i in range(n)]
+
+
+# Published outputs for the authors' linear toy (spec 04 section 8): official repo and nlp-recipes.
+TOY_OFFICIAL = [0.00315634, 0.00181308, 0.00633237, 0.00174878, 0.0030807]
+TOY_NLP_RECIPES = [0.00316059, 0.00158621, 0.00629779, 0.00158636, 0.0030826]
+
+
+def icml19_linear_toy(*, steps: int = 5000, lr: float = 0.5, samples: int = 1, seed: int = 0) -> Dict[str, torch.Tensor]:
+    """The authors' toy (Torturial.ipynb): Phi(x) = W x with W = [10, 20, 5, -20, -10], x ~ randn(5, 256)/100,
+    r from 100 random inputs, scale 1, rate 0.1, official init (rho ~ N(0, 1)). Returns the closed form
+    r_eff sqrt(rate / 2n) / |w_i|, our read-outs (tail, final, snapshot) and the published outputs."""
+    import math
+
+    w = torch.tensor([10.0, 20.0, 5.0, -20.0, -10.0])
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(5, 256, generator=g) / 100
+
+    def phi(e):
+        return (w.view(1, 5, 1) * e).sum(1)
+    r = phi(torch.randn(100, 5, 256, generator=g) / 100).std(0, unbiased=False)
+    closed = r.pow(-2).mean().pow(-0.5) * math.sqrt(0.1 / (2 * 5)) / w.abs()
+    info = word_information(phi, x, regularization=r, scale=1.0, rate=0.1, steps=steps, lr=lr, samples=samples,
+                            seed=seed)
+    out = {"closed form": closed}
+    for k in ("tail", "final", "snapshot"):
+        out[f"ours ({k})"] = info.result.use(k).sigma[0, 0]
+    out["official repo"] = torch.tensor(TOY_OFFICIAL)
+    out["nlp-recipes"] = torch.tensor(TOY_NLP_RECIPES)
+    return out
+
+
+def relative_log_sigma(sigma: torch.Tensor) -> torch.Tensor:
+    """log sigma minus its mean over the real words of each layer (..., n): which words a layer keeps
+    relative to the others, for heat-maps whose layers differ in overall level (NaN stays NaN)."""
+    ls = torch.as_tensor(sigma).log()
+    return ls - ls.nanmean(-1, keepdim=True)

@@ -11,8 +11,10 @@ distillation, gives image-specific weights alpha(I) = g_theta(I) such that
 
     y(I) ~= b + sum_i alpha_i(I) * y_i(I)                       (eq. 1, :meth:`Explainer.predict`)
 
-so c_i = alpha_i * y_i is the contribution of concept i (:meth:`Explanation.contributions`), the
-residual y - b - sum_i c_i the part of the prediction left unexplained. The training loss is
+so c_i = alpha_i * y_i is the contribution of concept i, the residual y - b - sum_i c_i the part
+of the prediction left unexplained (:class:`~xnn_support.semantic_scores.Explanation`: shares,
+importance, fidelity; concept and performer scores of frozen nets are in that module too,
+re-exported here). The training loss is
 
     L = E_I (b + alpha(I)^T y(I) - y(I))^2 + lambda(t) * L_prior(alpha(I), w(I))   (eq. 2)
     lambda(t) = beta * sqrt(T / (T + eta * t)),  t = epoch, T = number of epochs   (eq. 3)
@@ -41,93 +43,21 @@ a named argument):
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from .semantic_scores import (Explanation, _check_concepts, _check_target, _forward_all,  # noqa: F401
+                              concept_scores, r2_score, target_scores, torch_threads)
 from .utils import device_of, progress as _progress, quiet, seed_everything
 
 __all__ = ["fit_explainer", "Explainer", "ExplainerCNN", "Explanation", "concept_scores",
            "target_scores", "prior_weight", "r2_score", "lstsq_weights", "torch_threads"]
 
 
-# ----------------------------------------------------------------------------- scores of frozen nets
-@torch.no_grad()
-def _forward_all(model: nn.Module, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-    if not torch.is_tensor(images) or images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor (N, C, H, W), got "
-                         f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
-    if len(images) == 0:
-        raise ValueError("images is empty")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    dev, was_training = device_of(model), model.training
-    model.eval()
-    try:
-        out = [model(images[i:i + batch_size].to(dev)).detach().float() for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out).to(images.device)
-
-
-def concept_scores(model: nn.Module, images: torch.Tensor, *, kind: str = "signed",
-                   outputs: Optional[Sequence[int]] = None, batch_size: int = 256) -> torch.Tensor:
-    """Concept scores y_i = f_i(I), (N, C), from a multi-label concept model with one logit per
-    concept. ``kind``: ``"signed"`` (2 sigmoid(logit) - 1 in (-1, 1): present > 0, absent < 0, so
-    "not X" can contribute, as in the lecture's "not blurry"), ``"prob"`` or ``"logit"``.
-    ``outputs`` keeps these output columns only. Runs in eval mode on the model's device."""
-    if kind not in ("signed", "prob", "logit"):
-        raise ValueError(f"kind must be 'signed', 'prob' or 'logit', got {kind!r}")
-    z = _forward_all(model, images, batch_size)
-    if z.dim() != 2:
-        raise ValueError(f"the concept model must output (N, C) logits, got shape {tuple(z.shape)}")
-    if outputs is not None:
-        z = z[:, list(outputs)]
-    return {"signed": lambda t: 2 * torch.sigmoid(t) - 1, "prob": torch.sigmoid, "logit": lambda t: t}[kind](z)
-
-
-def target_scores(model: nn.Module, images: torch.Tensor, *, output: Union[int, str] = 0,
-                  batch_size: int = 256) -> torch.Tensor:
-    """The performer's scalar y(I) to explain, (N,): output column ``output`` (an int), or
-    ``"margin"`` = logit[1] - logit[0] of a two-class classifier (the score of the positive class)."""
-    z = _forward_all(model, images, batch_size)
-    if z.dim() == 1:
-        z = z[:, None]
-    if output == "margin":
-        if z.shape[1] != 2:
-            raise ValueError(f"output='margin' needs a two-class model, got {z.shape[1]} outputs")
-        return z[:, 1] - z[:, 0]
-    if isinstance(output, bool) or not isinstance(output, int) or not -z.shape[1] <= output < z.shape[1]:
-        raise ValueError(f"output must be 'margin' or a column index < {z.shape[1]}, got {output!r}")
-    return z[:, output]
-
-
 # ----------------------------------------------------------------------------- small helpers
-@contextlib.contextmanager
-def torch_threads(n: Optional[int]):
-    """Use ``n`` torch CPU threads inside the block (None: leave as is); restored afterwards."""
-    old = torch.get_num_threads()
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"num_threads must be a positive integer or None, got {n!r}")
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def r2_score(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Coefficient of determination 1 - SS_res / SS_tot (NaN for a constant target)."""
-    pred, target = pred.double().flatten(), target.double().flatten()
-    ss_tot = float(((target - target.mean()) ** 2).sum())
-    return float("nan") if ss_tot == 0 else 1.0 - float(((target - pred) ** 2).sum()) / ss_tot
-
-
 def lstsq_weights(concepts: torch.Tensor, target: torch.Tensor, *, ridge: float = 1e-3):
     """Ridge least squares ``target ~= b + concepts @ w`` (no penalty on b): returns (w (C,), b)."""
     x, y = concepts.double(), target.double()
@@ -145,20 +75,17 @@ def prior_weight(epoch: int, epochs: int, *, beta: float = 1.0, eta: float = 1.0
 
 # ----------------------------------------------------------------------------- the explainer
 class ExplainerCNN(nn.Module):
-    """g_theta: three conv blocks (width, 2 width, 4 width; BN, ReLU; the first with stride 2, 2x2
-    pools after the first two), global average pooling and a linear head with one output per
-    concept. About a quarter of the cost of the concept nets of notebook 03 at the same input size."""
+    """g_theta: three stride-2 3x3 conv blocks (width, 2 width, 4 width; BN, ReLU), global average
+    pooling and a linear head with one output per concept, started near 0 (so alpha starts at the
+    offset chosen by :func:`fit_explainer`). About a fifth of the cost of notebook 03's concept nets."""
 
     def __init__(self, n_concepts: int, in_channels: int = 3, width: int = 16):
         super().__init__()
         if not isinstance(n_concepts, int) or n_concepts < 1:
             raise ValueError(f"n_concepts must be a positive integer, got {n_concepts!r}")
         layers, c = [], in_channels
-        for i, co in enumerate((width, 2 * width, 4 * width)):
-            layers += [nn.Conv2d(c, co, 3, stride=2 if i == 0 else 1, padding=1, bias=False),
-                       nn.BatchNorm2d(co), nn.ReLU()]
-            if i < 2:
-                layers.append(nn.MaxPool2d(2))
+        for co in (width, 2 * width, 4 * width):
+            layers += [nn.Conv2d(c, co, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(co), nn.ReLU()]
             c = co
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(c, n_concepts)
@@ -167,72 +94,6 @@ class ExplainerCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-@dataclass
-class Explanation:
-    """Eq. 1 evaluated on a set of images. ``alpha``, ``concepts`` (N, C); ``bias`` the scalar b;
-    ``target`` (N,) the performer's output when given. Tensors on the CPU."""
-    alpha: torch.Tensor
-    concepts: torch.Tensor
-    bias: float
-    names: List[str]
-    target: Optional[torch.Tensor] = None
-
-    @property
-    def contributions(self) -> torch.Tensor:
-        """c_i = alpha_i * y_i, (N, C)."""
-        return self.alpha * self.concepts
-
-    @property
-    def prediction(self) -> torch.Tensor:
-        """y_hat = b + sum_i c_i, (N,)."""
-        return self.bias + self.contributions.sum(1)
-
-    @property
-    def residual(self) -> Optional[torch.Tensor]:
-        """The unexplained part y - y_hat, (N,) (None without a target)."""
-        return None if self.target is None else self.target - self.prediction
-
-    def shares(self) -> torch.Tensor:
-        """|c_i| / sum_j |c_j| per image, (N, C); each row sums to 1 (0 where all c vanish)."""
-        a = self.contributions.abs()
-        return a / a.sum(1, keepdim=True).clamp_min(1e-12)
-
-    def unexplained_share(self) -> torch.Tensor:
-        """|y - y_hat| / (sum_i |c_i| + |y - y_hat|) per image, (N,): the share of the prediction's
-        concept-level evidence that the additive model leaves unexplained."""
-        if self.target is None:
-            raise ValueError("unexplained_share needs the performer's target (explain(..., target=y))")
-        r = self.residual.abs()
-        return r / (self.contributions.abs().sum(1) + r).clamp_min(1e-12)
-
-    def fidelity(self) -> float:
-        """R^2 of y_hat against the performer's y (the share of its variance explained)."""
-        if self.target is None:
-            raise ValueError("fidelity needs the performer's target (explain(..., target=y))")
-        return r2_score(self.prediction, self.target)
-
-    def importance(self, signed: bool = False) -> torch.Tensor:
-        """Dataset-level importance of each concept, (C,): mean |c_i| normalised to sum 1, or with
-        ``signed=True`` the mean signed contribution mean(c_i) (in the target's units)."""
-        c = self.contributions
-        if signed:
-            return c.mean(0)
-        m = c.abs().mean(0)
-        return m / m.sum().clamp_min(1e-12)
-
-    def effective_concepts(self) -> torch.Tensor:
-        """exp(entropy of the shares) per image, (N,): 1 when one concept carries everything, C
-        when all contribute equally (the concentration measure for the bias-interpreting problem)."""
-        p = self.shares().clamp_min(1e-12)
-        return torch.exp(-(p * p.log()).sum(1))
-
-    def top_reasons(self, i: int, k: int = 5) -> List[tuple]:
-        """The ``k`` largest |contributions| of image ``i`` as (name, contribution), largest first."""
-        c = self.contributions[i]
-        order = torch.argsort(c.abs(), descending=True)[:k]
-        return [(self.names[j], float(c[j])) for j in order.tolist()]
 
 
 class Explainer(nn.Module):
@@ -298,24 +159,6 @@ class _Scaled(nn.Module):
         return self.ex._alpha_scaled(x) * self.ex.target_scale / self.ex.concept_scale
 
 
-def _check_concepts(concepts, n: int, c: Optional[int] = None) -> None:
-    if not torch.is_tensor(concepts) or concepts.dim() != 2 or not concepts.is_floating_point():
-        raise ValueError(f"concepts must be a float tensor (N, C), got "
-                         f"{tuple(concepts.shape) if torch.is_tensor(concepts) else type(concepts).__name__}")
-    if concepts.shape[0] != n or (c is not None and concepts.shape[1] != c):
-        raise ValueError(f"concepts must have shape ({n}, {c if c is not None else 'C'}), got {tuple(concepts.shape)}")
-    if not bool(torch.isfinite(concepts).all()):
-        raise ValueError("concepts contain NaN or inf")
-
-
-def _check_target(target, n: int) -> None:
-    if not torch.is_tensor(target) or target.dim() != 1 or target.shape[0] != n:
-        raise ValueError(f"target must be a tensor of shape ({n},), got "
-                         f"{tuple(target.shape) if torch.is_tensor(target) else type(target).__name__}")
-    if not bool(torch.isfinite(target.float()).all()):
-        raise ValueError("target contains NaN or inf")
-
-
 def _prior_loss(a: torch.Tensor, w: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "l2":
         return ((a - w) ** 2).sum(1).mean()
@@ -325,9 +168,10 @@ def _prior_loss(a: torch.Tensor, w: torch.Tensor, kind: str) -> torch.Tensor:
 def fit_explainer(images: torch.Tensor, concepts: torch.Tensor, target: torch.Tensor, *, epochs: int = 30,
                   seed: int = 0, prior: Union[str, None, torch.Tensor] = "lstsq", prior_loss: str = "l2",
                   beta: float = 1.0, eta: float = 1.0, lr: float = 2e-3, batch_size: int = 64,
-                  weight_decay: float = 1e-4, schedule: Optional[str] = "cosine", net: Optional[nn.Module] = None, width: int = 16,
-                  names: Optional[Sequence[str]] = None, ridge: float = 1e-3, init: Optional[str] = "lstsq",
-                  device=None, progress: bool = True, num_threads: Optional[int] = None) -> Explainer:
+                  weight_decay: float = 1e-4, schedule: Optional[str] = "cosine",
+                  net: Optional[nn.Module] = None, width: int = 16, names: Optional[Sequence[str]] = None,
+                  ridge: float = 1e-3, init: Optional[str] = "lstsq", device=None, progress: bool = True,
+                  num_threads: Optional[int] = None) -> Explainer:
     """Distil the performer's output ``target`` (N,) into eq. 1 with concept scores ``concepts``
     (N, C) and an explainer network on ``images`` (N, 3, S, S); return the :class:`Explainer`.
 
@@ -338,8 +182,10 @@ def fit_explainer(images: torch.Tensor, concepts: torch.Tensor, target: torch.Te
     :class:`ExplainerCNN` of ``width``). ``init="lstsq"``: alpha(I) = w_ls + net(I), i.e. the
     explainer learns image-specific deviations from the global least-squares weights (and b starts
     at the least-squares intercept); ``init=None``: alpha(I) = net(I).
-    ``device``: default the net's, else that of ``images``. ``num_threads``: torch CPU threads
-    while training (1 is much faster than 2 on a CPU shared with other jobs).
+    A ``net`` passed in is trained in place. ``schedule``: ``"cosine"`` (lr to 0 per batch) or
+    None. ``weight_decay`` applies to the net, not to b. ``device``: default the net's, else that
+    of ``images``. ``num_threads``: torch CPU threads while training (1 is much faster than 2 on
+    a CPU shared with other jobs). Deterministic for a given seed, device and thread count.
     """
     with torch_threads(num_threads):
         return _fit_explainer(images, concepts, target, epochs=epochs, seed=seed, prior=prior,
@@ -419,7 +265,8 @@ def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss,
         if init == "lstsq":
             ex.alpha0.copy_(w_ls.to(dev))
     ex.prior = None if w_s is None else (w_s * t_std / scale.float()).squeeze(0)
-    opt = torch.optim.Adam(ex.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam([{"params": list(ex.net.parameters()), "weight_decay": weight_decay},
+                            {"params": [ex.b], "weight_decay": 0.0}], lr=lr)
     cs_d, ys_d = cs.to(dev), ys.to(dev)
     w_d = None if w_s is None else w_s.to(dev)
     show = progress and not quiet()

@@ -85,7 +85,7 @@ def _train(train, val, cfg, *, epochs, lr, batch_size, seed, progress, model, nu
                schedule="cosine", seed=seed, progress=progress, num_threads=num_threads, **kw)
 
 
-def train_concept_model(train, val=None, *, epochs: int = 30, lr: float = 2e-3, batch_size: int = 32,
+def train_concept_model(train, val=None, *, epochs: int = 30, lr: float = 3e-3, batch_size: int = 32,
                         seed: int = 0, model: str = "vgg_small", model_config=None, progress: bool = True,
                         num_threads: Optional[int] = 1):
     """One multi-label CNN, a logit per attribute of ``train`` (BCE), through ``train.fit``
@@ -95,7 +95,7 @@ def train_concept_model(train, val=None, *, epochs: int = 30, lr: float = 2e-3, 
                   progress=progress, model=model, num_threads=num_threads, loss_fn=_bce, inputs=_attributes_xy)
 
 
-def train_performer(train, val=None, *, epochs: int = 30, lr: float = 2e-3, batch_size: int = 32,
+def train_performer(train, val=None, *, epochs: int = 30, lr: float = 3e-3, batch_size: int = 32,
                     seed: int = 0, model: str = "vgg_small", model_config=None, progress: bool = True,
                         num_threads: Optional[int] = 1):
     """The performer: a CNN regressing ``train.target`` (one output, MSE)."""
@@ -106,7 +106,7 @@ def train_performer(train, val=None, *, epochs: int = 30, lr: float = 2e-3, batc
                   progress=progress, model=model, num_threads=num_threads, loss_fn=_mse, inputs=_target_xy)
 
 
-def train_attribute_model(train, val=None, attribute: str = "lipstick", *, epochs: int = 15, lr: float = 2e-3,
+def train_attribute_model(train, val=None, attribute: str = "lipstick", *, epochs: int = 10, lr: float = 3e-3,
                           batch_size: int = 32, seed: int = 0, model: str = "vgg_small", model_config=None,
                           progress: bool = True, num_threads: Optional[int] = 1):
     """A two-class CNN for one attribute (cross-entropy); its score is the logit margin."""
@@ -305,7 +305,8 @@ def run_bias(seed: int = 0, *, concept_model: nn.Module, size: int = 64, n_train
 
     Per net (``biased``/``unbiased``) the metrics hold the paste/mask table (mean lipstick score of
     faces without / with lipstick: original, pasted, masked), ``cheek_effect`` (mean pasted -
-    masked), ``flip_pasted`` (faces without lipstick called lipstick once cheeks are pasted),
+    masked), ``cheek_effect_rel`` (the same over the gap between the mean scores of lipstick and
+    no-lipstick faces), ``flip_pasted`` (faces without lipstick called lipstick once cheeks are pasted),
     ``miss_masked`` (lipstick faces missed once cheeks are masked), ``conflict_acc`` (accuracy on
     faces whose cheeks disagree with their lipstick), and the explainer's ``cheek_share`` /
     ``lipstick_share`` (dataset-level importance) and ``cheek_weight`` (recovered weight).
@@ -340,6 +341,8 @@ def _run_bias(seed, *, concept_model, size, n_train, n_test, rate, net_epochs, e
         m[f"{tag}/acc"] = float((pred == lip).float().mean())
         m[f"{tag}/conflict_acc"] = float((pred[conflict] == lip[conflict]).float().mean()) if conflict.any() else float("nan")
         m[f"{tag}/cheek_effect"] = pm.effect
+        gap = float(pm.original[lip].mean() - pm.original[~lip].mean()) if lip.any() and (~lip).any() else float("nan")
+        m[f"{tag}/cheek_effect_rel"] = pm.effect / gap if gap > 0 else float("nan")
         m[f"{tag}/flip_pasted"] = float((pm.pasted[~lip] > 0).float().mean() - (pm.masked[~lip] > 0).float().mean())
         m[f"{tag}/miss_masked"] = float((pm.masked[lip] <= 0).float().mean() - (pm.pasted[lip] <= 0).float().mean())
         ex = S.fit_explainer(free.images, ytr, S.target_scores(net, free.images, output="margin"),

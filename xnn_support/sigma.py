@@ -278,7 +278,7 @@ _config_fn = config
 def optimize_sigma(x: torch.Tensor, units, features, *, config: Union[str, SigmaConfig, None] = "clean",
                    seed: int = 0, batch_size: Optional[int] = None, feature_masks=None,
                    entropy: Optional[Callable] = None, progress: bool = False, keep_sigma: bool = False,
-                   **overrides) -> SigmaResult:
+                   trim_padding: bool = True, **overrides) -> SigmaResult:
     """Optimise one sigma per unit for every (input, layer) pair; see the module docstring.
 
     Args:
@@ -291,7 +291,10 @@ def optimize_sigma(x: torch.Tensor, units, features, *, config: Union[str, Sigma
         batch_size: inputs optimised together (all layers of each); memory ~ batch_size x samples.
             With ``noise="shared"`` the result does not depend on it.
         feature_masks: None, a list (per layer) of bool tensors broadcastable to (B, *feature shape),
-            or ``callable(l, clean_features) -> mask or None`` (padding of token-level features).
+            or ``callable(l, clean_features, index) -> mask or None`` (padding of token-level
+            features; ``index``: the inputs of the chunk).
+        trim_padding: with a unit mask, chunks of ``batch_size`` inputs are formed by length and their
+            padding cut (exact, faster); results come back in the input order.
         entropy: ``callable(l, sigma (b, U), feats (M, b, ...), x (b, ...)) -> map (b, ...)``
             replacing the input entropy (e.g. the entropy of an input reconstruction).
     """
@@ -308,6 +311,10 @@ def optimize_sigma(x: torch.Tensor, units, features, *, config: Union[str, Sigma
     dev = getattr(features, "device", torch.device("cpu"))
     x = x.to(dev)
     mask = units.mask(x)
+    # padded units (words): optimise sentences of similar length together and cut each chunk's
+    # padding (exact: padding is masked and the noise is prefix-stable; only the speed changes)
+    trim = mask is not None and trim_padding
+    order = torch.argsort(mask.sum(1).cpu(), stable=True) if trim else torch.arange(B)
     model = getattr(features, "model", None)
     was_training = model.training if isinstance(model, nn.Module) else None
     t0 = time.perf_counter()
@@ -316,36 +323,57 @@ def optimize_sigma(x: torch.Tensor, units, features, *, config: Union[str, Sigma
         if model is not None:
             model.eval()  # BatchNorm must not couple the copies, dropout must be off
         for s in range(0, B, bs):
-            sl = slice(s, min(B, s + bs))
+            idx = order[s:s + bs].to(dev)
+            xi, mi, Ui = x[idx], None if mask is None else mask[idx], n_units
+            if trim:
+                Ui = int(mi.sum(1).max())
+                xi, mi = xi[:, :Ui], mi[:, :Ui]
             fm = feature_masks
             if isinstance(fm, (list, tuple)):
-                fm = [None if m is None else m[sl] for m in fm]
-            parts.append(_optimize_chunk(x[sl], None if mask is None else mask[sl], n_units, units, features, cfg,
-                                         seed, fm, entropy, progress, keep_sigma, s))
+                fm = [None if m is None else m[idx.to(m.device)] for m in fm]
+            parts.append(_optimize_chunk(xi, mi, Ui, units, features, cfg, seed, fm, entropy, progress, keep_sigma,
+                                         idx))
     finally:
         if model is not None and was_training:
             model.train()
-    res = parts[0] if len(parts) == 1 else _cat_results(parts)
+    res = parts[0] if len(parts) == 1 and not trim else _cat_results(parts, order, n_units, entropy is None)
     res.seconds = time.perf_counter() - t0
     return res
 
 
-def _cat_results(parts: List[SigmaResult]) -> SigmaResult:
-    def cat(vals, dim):
-        return None if vals[0] is None else torch.cat(vals, dim)
+def _pad_last(t: Optional[torch.Tensor], n: int, value) -> Optional[torch.Tensor]:
+    if t is None or t.shape[-1] == n:
+        return t
+    return torch.cat([t, t.new_full((*t.shape[:-1], n - t.shape[-1]), value)], -1)
+
+
+def _cat_results(parts: List[SigmaResult], order: torch.Tensor, U: int, unit_maps: bool) -> SigmaResult:
+    """Concatenate chunk results (pad the unit axis to U, put inputs back in their original order)."""
+    inv = torch.argsort(order)
+
+    def cat(vals, dim, pad=None):
+        if vals[0] is None:
+            return None
+        if pad is not None:
+            vals = [_pad_last(v, U, pad) for v in vals]
+        return torch.cat(vals, dim).index_select(dim, inv)
     p0 = parts[0]
-    readouts = {k: {f: cat([p.readouts[k][f] for p in parts], 1) for f in p0.readouts[k]} for k in p0.readouts}
-    hist = {k: (v if k == "lam" else cat([p.history[k] for p in parts], 2)) for k, v in p0.history.items()}
+    readouts = {}
+    for k in p0.readouts:
+        readouts[k] = {f: cat([p.readouts[k][f] for p in parts], 1,
+                              float("nan") if f == "log_sigma" or (f == "map" and unit_maps) else None)
+                       for f in p0.readouts[k]}
+    hist = {k: (v if k == "lam" else cat([p.history[k] for p in parts], 2, float("nan") if k == "log_sigma" else None))
+            for k, v in p0.history.items()}
     return dataclasses.replace(p0, readouts=readouts, history=hist, sigma_f=cat([p.sigma_f for p in parts], 1),
-                               mask=cat([p.mask for p in parts], 0)).use(p0.readout)
+                               mask=cat([p.mask for p in parts], 0, False)).use(p0.readout)
 
 
 def _optimize_chunk(x, mask, U, units, features, cfg: SigmaConfig, seed, feature_masks, entropy, progress,
-                    keep_sigma, offset) -> SigmaResult:
+                    keep_sigma, idx_clean) -> SigmaResult:
     names, dev = list(features.names), x.device
     L, Bc, M, T = len(names), x.shape[0], cfg.samples, cfg.steps
-    idx_clean = torch.arange(offset, offset + Bc, device=dev)  # global input indices of this chunk
-    index = idx_clean.repeat(M)                      # noisy row m * Bc + b belongs to input offset + b
+    index = idx_clean.repeat(M)                      # noisy row m * Bc + b belongs to input idx_clean[b]
     with torch.no_grad():
         f0 = features([x] * L, idx_clean)
     for l, f in enumerate(f0):
@@ -357,9 +385,13 @@ def _optimize_chunk(x, mask, U, units, features, cfg: SigmaConfig, seed, feature
     f0 = [f.detach() for f in f0]
     fmask, count = [], []
     for l, f in enumerate(f0):
-        m = feature_masks(l, f) if callable(feature_masks) else (feature_masks[l] if feature_masks else None)
+        m = feature_masks(l, f, idx_clean) if callable(feature_masks) else (feature_masks[l] if feature_masks else None)
         if m is not None:
-            m = torch.broadcast_to(m.to(dev, torch.bool), f.shape).to(f.dtype)
+            m = m.to(dev, torch.bool)
+            for d in range(1, min(m.dim(), f.dim())):   # padding cut from the chunk: cut the mask alike
+                if m.shape[d] > f.shape[d]:
+                    m = m.narrow(d, 0, f.shape[d])
+            m = torch.broadcast_to(m, f.shape).to(f.dtype)
             count.append(m.reshape(Bc, -1).sum(1).clamp_min(1.0))
         else:
             count.append(torch.full((Bc,), float(f[0].numel()), device=dev))

@@ -399,3 +399,304 @@ def component_view(image, parts: Dict[str, torch.Tensor], show: str, *, n_channe
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# --- 04: information discarding ---
+def entropy_grid(images, maps, *, fg_mask=None, n: int = 6, vmin=None, vmax=None, cmap: str = "magma",
+                 titles=None, label: str = "entropy (nats / dim)", title=None):
+    """Pixel-wise entropy maps per layer in a grid: one row per image (the image first, with the
+    foreground outline when ``fg_mask`` (B, H, W) is given), one column per layer. ``maps``:
+    ``{layer: (B, g, g) or (B, H, W)}``; one colour scale for the whole figure (bright = discarded)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(maps)
+    n = min(n, images.shape[0])
+    vals = np.concatenate([np.asarray(maps[k][:n], float).ravel() for k in names])
+    vals = vals[np.isfinite(vals)]
+    lo = float(np.percentile(vals, 1)) if vmin is None else vmin
+    hi = float(np.percentile(vals, 99)) if vmax is None else vmax
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.55 * (len(names) + 1) + 0.6, 1.55 * n + 0.4),
+                             squeeze=False)
+    im = None
+    for i in range(n):
+        ax = axes[i, 0]
+        ax.imshow(images[i].detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy())
+        if fg_mask is not None:
+            ax.contour(np.asarray(fg_mask[i], float), levels=[0.5], colors="w", linewidths=0.7)
+        for j, k in enumerate(names):
+            im = axes[i, j + 1].imshow(np.asarray(maps[k][i], float), cmap=cmap, vmin=lo, vmax=hi,
+                                       extent=(0, 1, 1, 0))
+            if i == 0:
+                axes[i, j + 1].set_title((titles or names)[j], fontsize=7)
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.subplots_adjust(right=0.88, wspace=0.05, hspace=0.05)
+    cax = fig.add_axes([0.9, 0.15, 0.02, 0.7])
+    fig.colorbar(im, cax=cax).set_label(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def layer_curves(curves, *, ylabel: str = "mean entropy (nats / dim)", xlabel: str = "relative depth",
+                 title=None, ax=None, relative: bool = True, markers: bool = True):
+    """Layer-wise curves: ``curves = {label: (layer_names, mean, sd or None)}``; x is the relative
+    depth (i / (L - 1)) so networks of different depths share an axis, or the layer index."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = (plt.subplots(figsize=(5.2, 3.3)) if ax is None else (ax.figure, ax))
+    for label, (names, mean, sd) in curves.items():
+        L = len(names)
+        x = np.linspace(0, 1, L) if (relative and L > 1) else np.arange(L)
+        mean = np.asarray(mean, float)
+        line, = ax.plot(x, mean, marker="o" if markers else None, ms=3.5, label=label)
+        if sd is not None:
+            sd = np.asarray(sd, float)
+            ax.fill_between(x, mean - sd, mean + sd, color=line.get_color(), alpha=0.18, lw=0)
+    if not relative and curves:
+        names = next(iter(curves.values()))[0]
+        ax.set_xticks(np.arange(len(names)), names, rotation=25, ha="right", fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def fg_bg_curves(layers, fg, bg, *, fg_sd=None, bg_sd=None, gap=None, gap_sd=None, title=None):
+    """Foreground vs background entropy per layer (left) and their gap bg - fg (right), mean +- sd."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = np.arange(len(layers))
+    fig, axes = plt.subplots(1, 2 if gap is not None else 1, figsize=(9 if gap is not None else 5, 3.2),
+                             squeeze=False)
+    ax = axes[0, 0]
+    for vals, sd, lab, c in ((fg, fg_sd, "foreground", "tab:green"), (bg, bg_sd, "background", "tab:purple")):
+        ax.errorbar(x, vals, yerr=sd, marker="o", ms=4, capsize=3, label=lab, color=c)
+    ax.set_ylabel("mean entropy (nats / dim)")
+    ax.legend(fontsize=8)
+    if gap is not None:
+        ax2 = axes[0, 1]
+        ax2.bar(x, gap, yerr=gap_sd, capsize=3, color="0.55")
+        ax2.axhline(0, color="k", lw=0.8)
+        ax2.set_ylabel("background - foreground")
+    for a in axes.flat:
+        a.set_xticks(x, layers, rotation=25, ha="right", fontsize=7)
+        a.grid(alpha=0.3, axis="y")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def word_heatmap(tokens, values, layer_names, *, keys=None, title=None, cmap: str = "magma",
+                 label: str = "sigma", ax=None, vmin=None, vmax=None):
+    """Word heat-map of one sentence: rows = layers, columns = words (``values`` (L, n), NaN on
+    padding is cut); planted key words (``keys``: indices or a bool mask) are underlined in red."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    v = np.asarray(values, float)[:, :len(tokens)]
+    fig, ax = (plt.subplots(figsize=(0.55 * len(tokens) + 1.8, 0.35 * len(layer_names) + 1.1))
+               if ax is None else (ax.figure, ax))
+    im = ax.imshow(v, cmap=cmap, aspect="auto", vmin=vmin, vmax=vmax)
+    ax.set_xticks(np.arange(len(tokens)), tokens, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(np.arange(len(layer_names)), layer_names, fontsize=7)
+    if keys is not None:
+        k = np.asarray(keys)
+        idx = np.nonzero(k)[0] if k.dtype == bool else k
+        for j in idx:
+            if j < len(tokens):
+                ax.get_xticklabels()[j].set_color("tab:red")
+                ax.get_xticklabels()[j].set_fontweight("bold")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02).set_label(label, fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def word_heatmaps(rows, *, title=None, cmap: str = "magma", label: str = "log sigma"):
+    """Several word heat-maps stacked: ``rows = [(name, tokens, values (L, n), layer_names, keys)]``,
+    each row on its own colour scale."""
+    import matplotlib.pyplot as plt
+
+    width = max(len(r[1]) for r in rows)
+    heights = [len(r[3]) + 1.5 for r in rows]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(0.55 * width + 2.2, 0.33 * sum(heights) + 0.5),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (name, tokens, values, layer_names, keys) in zip(axes[:, 0], rows):
+        word_heatmap(tokens, values, layer_names, keys=keys, title=name, cmap=cmap, label=label, ax=ax)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def sigma_trajectories(history, *, target=None, readout_steps=None, labels=None, title=None):
+    """Optimisation traces of the sigma engine: normalised feature change F_t (left) and mean
+    entropy H_t (right), one line per layer (mean over inputs); ``target`` marks the read-out
+    level, ``readout_steps`` (per layer) the read-out step."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    F = np.asarray(history["F"], float).mean(-1)
+    H = np.asarray(history["H"], float).mean(-1)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    for l in range(F.shape[1]):
+        lab = labels[l] if labels else f"layer {l}"
+        line, = axes[0].plot(F[:, l], lw=1, label=lab)
+        axes[1].plot(H[:, l], lw=1, color=line.get_color())
+        if readout_steps is not None:
+            axes[1].axvline(readout_steps[l], color=line.get_color(), lw=0.6, ls=":")
+    if target is not None:
+        axes[0].axhline(target, color="k", lw=0.8, ls="--")
+    axes[0].set_ylabel("F (normalised feature change)")
+    axes[1].set_ylabel("mean entropy H (nats / dim)")
+    for a in axes:
+        a.set_xlabel("step")
+        a.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --- 03: semantic quantification ---------------------------------------------------------------
+# Figures of notebook 03 (Chen et al., ICCV 2019; lipstick / rosy cheeks, Zhang et al., AAAI 2018).
+
+@_detached
+def contribution_bars(explanation, idx, *, images=None, k: int = 6, title=None, unit: str = "score"):
+    """Per-image reasons (the lecture's 'attractive' chart): for each face in ``idx``, the image
+    (when ``images`` is given) and the ``k`` largest contributions alpha_i * y_i (green > 0,
+    red < 0), the bias b, the unexplained residual y - y_hat and the performer's y."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    idx = list(idx)
+    cols = 2 if images is not None else 1
+    fig, axes = plt.subplots(len(idx), cols, figsize=(3.2 * cols + 1.8, 2.3 * len(idx)), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 2.4] if cols == 2 else [1]})
+    c, shares = explanation.contributions, explanation.shares()
+    for row, i in enumerate(idx):
+        if images is not None:
+            axes[row, 0].imshow(images[i].detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy())
+            axes[row, 0].axis("off")
+        ax = axes[row, -1]
+        order = [j for j in np.argsort(-c[i].abs().numpy())[:k]][::-1]
+        vals = [float(c[i, j]) for j in order]
+        labels = [f"{'not ' if explanation.concepts[i, j] < 0 else ''}{explanation.names[j]} "
+                  f"({100 * float(shares[i, j]):.0f}%)" for j in order]
+        extra_v, extra_l = [explanation.bias], ["bias b"]
+        if explanation.target is not None:
+            extra_v.append(float(explanation.residual[i]))
+            extra_l.append("unexplained")
+        allv, alll = extra_v + vals, extra_l + labels
+        colors = ["0.6"] * len(extra_v) + ["tab:green" if v >= 0 else "tab:red" for v in vals]
+        ax.barh(range(len(allv)), allv, color=colors)
+        ax.set_yticks(range(len(allv)), alll, fontsize=7)
+        ax.axvline(0, color="k", lw=0.6)
+        head = f"y_hat = {float(explanation.prediction[i]):+.2f}"
+        if explanation.target is not None:
+            head = f"performer y = {float(explanation.target[i]):+.2f}, " + head
+        ax.set_title(head, fontsize=8)
+        ax.set_xlabel(f"contribution to the {unit}", fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@_detached
+def concept_importance(names, series, *, errors=None, ylabel: str = "share of |contributions|", title=None):
+    """Grouped bars per concept, one bar per entry of ``series`` ({label: (C,) values}) with
+    optional ``errors`` ({label: (C,) sd}): dataset-level importance, or recovered vs planted weights."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(names)
+    x = np.arange(len(names))
+    w = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(names) + 2), 3.2))
+    for k, (label, vals) in enumerate(series.items()):
+        err = None if errors is None or label not in errors else np.asarray(errors[label], float)
+        ax.bar(x + (k - (len(series) - 1) / 2) * w, np.asarray(vals, float), w, yerr=err, capsize=2, label=label)
+    ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@_detached
+def paste_mask_faces(originals, pasted, masked, scores, *, row_titles=None, title=None):
+    """The lecture's pasted / masked figure: for each face (row), the face as drawn, with the
+    attribute pasted and with it masked, each titled with the scores in ``scores``
+    ({model label: (rows, 3) array of (original, pasted, masked)})."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(originals)
+    fig, axes = plt.subplots(n, 3, figsize=(7.2, 2.6 * n), squeeze=False)
+    for r in range(n):
+        for c, (img, head) in enumerate(((originals[r], "original"), (pasted[r], "cheeks pasted"),
+                                         (masked[r], "cheeks masked"))):
+            ax = axes[r, c]
+            ax.imshow(img.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.axis("off")
+            lines = [head] + [f"{lab}: {float(np.asarray(s)[r, c]):+.2f}" for lab, s in scores.items()]
+            ax.set_title("\n".join(lines), fontsize=7)
+        if row_titles:
+            axes[r, 0].text(-0.08, 0.5, row_titles[r], transform=axes[r, 0].transAxes, rotation=90,
+                            va="center", ha="right", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@_detached
+def paste_mask_summary(tables, *, errors=None, lecture=None, title=None):
+    """Mean score of each model (panel) for faces without / with the group attribute under
+    original / pasted / masked; ``tables`` = {model: {group: (orig, pasted, masked)}}, optional
+    ``errors`` of the same shape (sd over seeds) and ``lecture`` = {group: (3 numbers)} drawn as a
+    separate panel."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = dict(tables)
+    if lecture:
+        panels = dict(panels, **{"lecture (CelebA CNN)": lecture})
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.0), squeeze=False)
+    conds = ("original", "pasted", "masked")
+    for ax, (name, tab) in zip(axes.flat, panels.items()):
+        groups = list(tab)
+        x = np.arange(len(groups))
+        for k, cond in enumerate(conds):
+            v = [tab[g][k] for g in groups]
+            e = None if errors is None or name not in errors else [errors[name][g][k] for g in groups]
+            ax.bar(x + (k - 1) * 0.27, v, 0.27, yerr=e, capsize=2, label=cond,
+                   color=("0.55", "tab:pink", "tab:olive")[k])
+        ax.set_xticks(x, [g.replace("_", " ") for g in groups], fontsize=8)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_title(name, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes.flat[0].set_ylabel("score of 'lipstick'", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -79,3 +79,99 @@ def consistency_explorer(images, layers, *, n_channels: int = 8):
 
     return w.interact(update, layer=w.Dropdown(options=names), part=w.Dropdown(options=options, value="order 0"),
                       index=w.IntSlider(0, 0, len(images) - 1))
+
+
+# --- 04: information discarding ---
+def discarding_explorer(model, images, layers, *, fg_mask=None, grid: int = 8, steps: int = 60, samples: int = 4,
+                        lams=(1.0, 3.0, 6.0), config: str = "clean", seed: int = 0):
+    """Choose an image, a layer and lambda; see the pixel-wise entropy map of that layer
+    (:func:`xnn_support.discarding.pixel_information`, all layers optimised at once and cached per
+    (image, lambda); a few seconds per new choice on a CPU)."""
+    import ipywidgets as w
+
+    from . import discarding, viz
+
+    cache = {}
+
+    def update(index=0, layer=list(layers)[-1], lam=float(lams[len(lams) // 2])):
+        key = (index, lam)
+        if key not in cache:
+            cache[key] = discarding.pixel_information(model, images[index:index + 1], list(layers), grid=grid,
+                                                      steps=steps, lam=lam, samples=samples, config=config,
+                                                      seed=seed)
+        info = cache[key][layer]
+        fg = None if fg_mask is None else fg_mask[index:index + 1]
+        _show(viz.entropy_grid(images[index:index + 1], {layer: info.entropy_map}, fg_mask=fg, n=1,
+                               title=f"image {index}, {layer}, lambda {lam}: H = {float(info.entropy[0]):.3f}, "
+                                     f"F = {float(info.F[0]):.2f}"))
+
+    return w.interact(update, index=w.IntSlider(0, 0, len(images) - 1), layer=w.Dropdown(options=list(layers)),
+                      lam=w.Dropdown(options=[float(v) for v in lams], value=float(lams[len(lams) // 2])))
+
+
+def word_explorer(results, tokens, keys=None, *, label: str = "log sigma"):
+    """Browse precomputed word-level results: ``results = {model name: WordInfo}`` (sigma (L, B, n)),
+    ``tokens`` the token lists, ``keys`` (B, n) bool planted key words; choose a sentence and see every
+    model's layer x word heat-map."""
+    import ipywidgets as w
+
+    from . import viz
+
+    def update(index=0):
+        rows = []
+        for name, info in results.items():
+            n = len(tokens[index])
+            vals = info.sigma[:, index, :n].log()
+            k = None if keys is None else keys[index][:n]
+            rows.append((name, tokens[index], vals, info.names, k))
+        _show(viz.word_heatmaps(rows, label=label))
+
+    return w.interact(update, index=w.IntSlider(0, 0, len(tokens) - 1))
+
+
+# --- 03: semantic quantification ---------------------------------------------------------------
+
+def face_explainer(ds, *, concept_model, performer, explainer, output=0, k: int = 6):
+    """Choose a face, force attributes on / off (the face is redrawn with ``edit_faces``), and watch
+    the performer's score and the explainer's contributions move (notebook 03)."""
+    import ipywidgets as w
+
+    from . import viz
+    from .data import edit_faces
+    from .semantic_faces import explain_faces
+
+    names = list(ds.attribute_names)
+    boxes = {a: w.Dropdown(options=["as drawn", "on", "off"], value="as drawn", description=a,
+                           layout=w.Layout(width="230px")) for a in names}
+
+    def update(index=0, **states):
+        changes = {a: int(v == "on") for a, v in states.items() if v != "as drawn"}
+        face = edit_faces(ds, int(index), set=changes)
+        E = explain_faces(face, concept_model=concept_model, performer=performer, explainer=explainer,
+                          output=output)
+        _show(viz.contribution_bars(E, [0], images=face.images, k=k,
+                                    title=f"face {index}" + (f", edited {changes}" if changes else "")))
+
+    return w.interact(update, index=w.IntSlider(0, 0, len(ds) - 1), **boxes)
+
+
+def paste_mask_explorer(ds, models, *, attribute: str = "rosy_cheeks", output="margin"):
+    """Choose a face; see it as drawn, with ``attribute`` pasted and masked, and the score of each
+    model in ``models`` ({label: nn.Module}) under the three versions (notebook 03)."""
+    import ipywidgets as w
+
+    from . import viz
+    from .data import edit_faces
+    from .semantic_faces import paste_mask
+
+    def update(index=0):
+        sub = ds.subset([int(index)])
+        imgs = [sub.images, edit_faces(sub, None, set={attribute: 1}).images,
+                edit_faces(sub, None, set={attribute: 0}).images]
+        scores = {}
+        for label, m in models.items():
+            pm = paste_mask(m, sub, attribute, output=output)
+            scores[label] = [[float(pm.original[0]), float(pm.pasted[0]), float(pm.masked[0])]]
+        _show(viz.paste_mask_faces([imgs[0][0]], [imgs[1][0]], [imgs[2][0]], scores, title=f"face {index}"))
+
+    return w.interact(update, index=w.IntSlider(0, 0, len(ds) - 1))
