@@ -103,7 +103,7 @@ def write_report(out_dir, *, profile: Optional[str] = None, notebooks_dir=None) 
             md += ["| metric | ours | paper | note |", "|---|---|---|---|"]
             for x in r["metrics"]:
                 val = _fmt(x["value"]) + (f" {x['unit']}" if x.get("unit") else "")
-                note = (x.get("note") or "").replace("|", "/")
+                note = (x.get("note") or "").replace("|", "\\|")
                 md.append(f"| {x['name']} | {val} | {_fmt(x.get('paper'))} | {note} |")
         else:
             md.append("No metrics recorded.")
