@@ -12,6 +12,13 @@ from xnn_support import semantic_faces as SF
 from xnn_support.data import concept_faces
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared 2-core CI machine it is several times faster than two."""
+    with S.torch_threads(1):
+        yield
+
+
 def _planted(n=384, c=5, seed=0, size=8):
     g = torch.Generator().manual_seed(seed)
     images = torch.rand(n, 3, size, size, generator=g)
@@ -215,3 +222,20 @@ def test_explainer_on_cuda():  # pragma: no cover - no GPU in CI
     ex = S.fit_explainer(images.cuda(), concepts.cuda(), y.cuda(), epochs=2, width=4, progress=False)
     assert ex.alpha(images.cuda()).device.type == "cuda"
     assert ex.explain(images.cuda(), concepts.cuda(), y.cuda()).alpha.device.type == "cpu"
+
+
+def test_face_experiments_run_end_to_end(tmp_path, monkeypatch):
+    """Tiny sizes: checks the plumbing and the result fields (the numbers mean nothing here)."""
+    monkeypatch.setenv("XNN_CACHE", str(tmp_path))
+    r = SF.run_attractive(0, size=32, n_train=64, n_test=24, net_epochs=1, explainer_epochs=1, n_effect=6,
+                          progress=False)
+    assert set(SF.VARIANTS) == set(r.explanations)
+    for key in ("fidelity", "effect_err_scratch", "oracle_err", "concept_acc", "performer_r2"):
+        assert key in r.metrics and math.isfinite(r.metrics[key])
+    assert r.vectors["recovered"].shape == (12,) and r.explanation.alpha.shape == (24, 12)
+    b = SF.run_bias(0, concept_model=r.models["concepts"], size=32, n_train=64, n_test=24, net_epochs=1,
+                    explainer_epochs=1, progress=False)
+    assert set(b.paste_mask) == {"biased", "unbiased"}
+    assert {"biased/cheek_effect", "unbiased/cheek_share", "biased/no_lipstick/pasted"} <= set(b.metrics)
+    originals, pasted, masked, scores, rows = SF.paste_mask_examples(b)
+    assert originals.shape == pasted.shape == masked.shape == (2, 3, 32, 32) and scores["biased"].shape == (2, 3)

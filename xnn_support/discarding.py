@@ -350,7 +350,7 @@ def reconstruction_information(model: nn.Module, images: torch.Tensor, layers, d
     ~100 steps on the zoo nets). ``entropy_map`` is (B, H, W)."""
     images = _check_images(images)
     lam = RisingLam(30.0, 3.0) if lam is None else lam
-    cfg = _sigma.config(config, **({"readout": "target"} | overrides))
+    cfg = _sigma.config(config, **({"readout": "target", "constraint": None} | overrides))
     cfg = cfg.replace(**{k: v for k, v in (("steps", steps), ("lam", lam)) if v is not None}).validate()
     feats = ModuleFeatures(model, layers, activation=activation)
     missing = [n for n in feats.names if n not in decoders]

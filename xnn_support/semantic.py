@@ -207,7 +207,8 @@ def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss,
     _check_concepts(concepts, n)
     _check_target(target, n)
     c = concepts.shape[1]
-    for nm, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("seed", seed, 0), ("width", width, 1)):
+    for nm, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("seed", seed, 0),
+                      ("width", width, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{nm} must be an integer >= {lo}, got {v!r}")
     if schedule not in ("cosine", None):
@@ -254,7 +255,8 @@ def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss,
     elif torch.is_tensor(prior):
         p = prior.detach().double().cpu()
         if p.shape not in ((c,), (n, c)) or not bool(torch.isfinite(p).all()):
-            raise ValueError(f"a prior tensor must be finite with shape ({c},) or ({n}, {c}), got {tuple(p.shape)}")
+            raise ValueError(f"a prior tensor must be finite with shape ({c},) or ({n}, {c}), "
+                             f"got {tuple(p.shape)}")
         w_s = (p * scale / t_std).float().reshape(-1, c)
     else:
         raise ValueError(f"prior must be 'lstsq', None or a tensor, got {type(prior).__name__}")

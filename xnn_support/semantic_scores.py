@@ -169,7 +169,8 @@ def _check_concepts(concepts, n: int, c: Optional[int] = None) -> None:
         raise ValueError(f"concepts must be a float tensor (N, C), got "
                          f"{tuple(concepts.shape) if torch.is_tensor(concepts) else type(concepts).__name__}")
     if concepts.shape[0] != n or (c is not None and concepts.shape[1] != c):
-        raise ValueError(f"concepts must have shape ({n}, {c if c is not None else 'C'}), got {tuple(concepts.shape)}")
+        raise ValueError(f"concepts must have shape ({n}, {c if c is not None else 'C'}), "
+                         f"got {tuple(concepts.shape)}")
     if not bool(torch.isfinite(concepts).all()):
         raise ValueError("concepts contain NaN or inf")
 

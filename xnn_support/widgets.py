@@ -175,3 +175,25 @@ def paste_mask_explorer(ds, models, *, attribute: str = "rosy_cheeks", output="m
         _show(viz.paste_mask_faces([imgs[0][0]], [imgs[1][0]], [imgs[2][0]], scores, title=f"face {index}"))
 
     return w.interact(update, index=w.IntSlider(0, 0, len(ds) - 1))
+
+
+# --- 02: interpretable CNN ---
+
+__all__ += ["icnn_filter_browser"]
+
+
+def icnn_filter_browser(images, positions, scores, *, landmarks=None, rf: float = 16.0, k: int = 8):
+    """Pick a filter; browse its top images with receptive-field boxes at its peak and landmarks.
+
+    ``positions`` (F, N, 2) px and ``scores`` (F, N) from
+    :func:`xnn_support.icnn_metrics.peak_positions` on ``images``.
+    """
+    import ipywidgets as w
+
+    from . import viz
+
+    def update(filter=0, top=k):
+        _show(viz.icnn_top_images(images, positions, scores, filter, k=top, rf=rf, landmarks=landmarks))
+
+    return w.interact(update, filter=w.IntSlider(0, 0, positions.shape[0] - 1),
+                      top=w.IntSlider(k, 2, 16))

@@ -1,0 +1,131 @@
+"""Experiments of notebook 02 (interpretable CNNs, Zhang, Wu, Zhu, CVPR 2018): ordinary vs
+interpretable networks on ``creatures``, from scratch and fine-tuned, with location instability,
+part IoU and accuracy.
+
+Protocol (deviations from the paper: synthetic 64 px creatures instead of ILSVRC/VOC/CUB crops,
+zoo nets instead of ImageNet AlexNet/VGG, Adam instead of SGD, few epochs):
+* ``vgg``: ``vgg_small`` with plan 16-M-32-32-M-64-64 (16x16 map), new interpretable 3x3 conv
+  after ``features`` (layer ``features.1``, n = 16). ``alexnet``: ``alexnet_small``, new conv after
+  relu5 ``features.16`` (15x15). The ordinary baseline gets the same new conv without mask/loss.
+* ``scratch``: train the whole net; ``finetune``: pretrain the ordinary net (cached), insert the
+  new layer, fine-tune everything at lr / 3.
+* Metrics on the positive validation images: location instability of the new layer's pre-ReLU
+  map (per class for multi-category nets, each filter credited to its highest-mean-score class),
+  mean over filters of the best part IoU, and validation accuracy.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from .icnn import FilterLoss, make_interpretable
+from .icnn_metrics import instability_per_filter, part_iou, peak_positions
+
+__all__ = ["ARCHS", "TASKS", "build_net", "load_data", "train_net", "evaluate_net", "run_grid", "summarise"]
+
+ARCHS: Dict[str, Dict[str, Any]] = {
+    "vgg": {"name": "vgg_small", "config": {"plan": [16, "M", 32, 32, "M", 64, 64]},
+            "insert": "features", "layer": "features.1", "lr": 2e-3},
+    "alexnet": {"name": "alexnet_small", "config": {}, "insert": "features.16", "layer": "features.16.1",
+                "lr": 1e-3},
+}
+TASKS = {"single": ("bird",), "multi": ("bird", "quadruped")}
+
+
+def load_data(task: str, n: int, seed: int = 0, size: int = 64):
+    """(train, val) creatures split 80/20 for ``task`` ("single" or "multi")."""
+    from .data import creatures
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
+    ds = creatures(n, size, categories=TASKS[task], object_centric=True, seed=seed)
+    return ds.split(0.2, seed=seed)
+
+
+def build_net(arch: str, mode: str, num_classes: int, seed: int, in_size: int = 64, base=None):
+    """The zoo net (or a copy of ``base``) with its new (interpretable or ordinary) layer."""
+    from .models import build
+    spec = ARCHS[arch]
+    model = copy.deepcopy(base) if base is not None else build(
+        spec["name"], seed=seed, num_classes=num_classes, in_size=in_size, **spec["config"])
+    torch.manual_seed(seed)
+    return make_interpretable(model, spec["insert"], mode=mode, num_classes=num_classes, negative_label=0)
+
+
+def train_net(model, train, val, *, weight: float, epochs: int, lr: float, seed: int, batch_size: int = 64,
+              tag: str = ""):
+    from .train import fit
+    steps = max(1, -(-len(train) // batch_size))
+    obj = FilterLoss(model, weight=weight, steps_per_epoch=steps)
+    return fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, schedule="cosine",
+               augment="flip", loss_fn=obj, key_extra={**obj.key(), "tag": tag}, num_threads=1,
+               progress=False)
+
+
+def evaluate_net(model, arch: str, val, *, top_n: int = 100) -> Dict[str, float]:
+    """Instability, part IoU (mean best over parts) and accuracy on ``val``."""
+    from .predict import predict
+    layer = ARCHS[arch]["layer"] + ".conv"
+    out = predict(model, val.images, batch_size=256)
+    acc = float((out.argmax(1) == val.labels).float().mean())
+    posm = val.labels > 0
+    imgs, lms, y = val.images[posm], val.landmarks[posm], val.labels[posm]
+    pos, sc, maps = peak_positions(model, layer, imgs)
+    S = int(val.images.shape[-1])
+    classes = sorted(set(y.tolist()))
+    mean_sc = torch.stack([sc[:, y == c].mean(1) for c in classes], 1)     # (F, C)
+    credit = mean_sc.argmax(1)
+    per = np.full(pos.shape[0], np.nan)
+    for ci, c in enumerate(classes):
+        f_idx = torch.nonzero(credit == ci).flatten()
+        if len(f_idx) == 0:
+            continue
+        sel = y == c
+        per[f_idx.numpy()] = instability_per_filter(pos[f_idx][:, sel], lms[sel], S, top_n=top_n,
+                                                    scores=sc[f_idx][:, sel])
+    pm = val.part_masks[posm]
+    present = pm.flatten(2).any(2).any(0)
+    iou = part_iou(maps, pm[:, present])
+    return {"acc": acc, "instability": float(np.nanmean(per)), "part_iou": float(iou.max(1).values.mean())}
+
+
+def run_grid(*, archs, tasks, protocols, modes, seeds, n: int, epochs: int, weights: Dict[str, float],
+             ft_epochs: Optional[int] = None, top_n: int = 100, progress: bool = True) -> List[Dict[str, Any]]:
+    """Every (arch, task, protocol, mode, seed): a row with acc, instability, part_iou, model."""
+    from .train import fit
+    from .utils import progress as bar
+    rows: List[Dict[str, Any]] = []
+    combos = [(a, t, s) for a in archs for t in tasks for s in seeds]
+    for arch, task, seed in bar(combos, desc="icnn grid", disable=not progress):
+        train, val = load_data(task, n, seed)
+        C = len(TASKS[task]) + 1
+        lr = ARCHS[arch]["lr"]
+        base = None
+        for proto in protocols:
+            if proto == "finetune" and base is None:
+                spec = ARCHS[arch]
+                base = fit(spec["name"], train, val, model_config=dict(spec["config"], num_classes=C),
+                           epochs=epochs, lr=lr, schedule="cosine", augment="flip", seed=seed,
+                           num_threads=1, progress=False).model
+            for mode in modes:
+                model = build_net(arch, mode, C, seed, base=base if proto == "finetune" else None)
+                w = weights.get(mode, 0.0)
+                res = train_net(model, train, val, weight=w, seed=seed, tag=f"{arch}/{task}/{proto}",
+                                epochs=ft_epochs or epochs if proto == "finetune" else epochs,
+                                lr=lr / 3 if proto == "finetune" else lr)
+                m = evaluate_net(res.model, arch, val, top_n=top_n)
+                rows.append({"arch": arch, "task": task, "protocol": proto, "mode": mode, "seed": seed,
+                             "weight": w, **m, "model": res.model, "val": val})
+    return rows
+
+
+def summarise(rows: List[Dict[str, Any]]):
+    """pandas DataFrame: mean and sd over seeds of acc, instability, part_iou per setting."""
+    import pandas as pd
+    df = pd.DataFrame([{k: v for k, v in r.items() if k not in ("model", "val")} for r in rows])
+    g = df.groupby(["arch", "task", "protocol", "mode"], sort=False)[["acc", "instability", "part_iou"]]
+    out = g.agg(["mean", "std"])
+    out["n_seeds"] = g.size()
+    return out
