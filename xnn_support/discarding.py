@@ -28,10 +28,11 @@ Functions and equations:
 
 Deviations: sigma lives in the model's input space (our nets take [0, 1] images, the paper's
 ImageNet-normalised ones); the default optimiser is the engine's ``clean`` preset (log-sigma, Adam,
-cosine decay, tail average, lam = 2 x target F) rather than the code's clamp + SGD 1e-4 + read-out
-at F = 1.5 (``config="icml22"`` gives the latter); RU uses the decoder's error against the clean
-image as in the code, with features taken after the same activation for decoder training and RU;
-no running max over layers unless ``monotone=True`` in :func:`layer_summary`.
+cosine decay, tail average, F held at 1.5 by a per-pair lam from dual ascent) rather than the code's
+clamp + SGD 1e-4 + read-out at F = 1.5 (``config="icml22"`` gives the latter); RU uses the decoder's
+error against the clean image as in the code, with features taken after the same activation for
+decoder training and RU, and small upsampling-CNN decoders instead of 6-block ResNet decoders; no
+running max over layers unless ``monotone=True`` in :func:`layer_summary`.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ __all__ = ["pixel_information", "PixelInfo", "fg_bg_entropy", "layer_summary", "
            "train_decoders", "reconstruction_information", "Decoder", "word_information", "text_information",
            "minilm_information", "minilm_inputs", "minilm_features", "RisingLam", "GridUnits",
            "tap_layers", "across_seeds", "key_mask", "auc_per_layer", "feature_std", "key_word_auc", "WordInfo",
-           "MiniLMInputs"]
+           "MiniLMInputs", "selection_depth", "minilm_pairs", "icml19_linear_toy", "relative_log_sigma"]
 
 
 # ------------------------------------------------------------------------------------ layers

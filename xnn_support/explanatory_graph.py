@@ -27,8 +27,9 @@ Deviations and fixed bugs of the official code: B2 (unit mismatch between parent
 fixed: all displacements are converted through pixel geometry (``stride``, ``offset``) to the
 child's cells; B6: F(x) = max(x, 0) / std over the mining images (no ImageNet negatives; eps for
 dead units), fp32 storage instead of uint8; B7: window and prior share one (unrounded) centre;
-B10 does not arise (dense candidates); B9 kept: the first iteration of each lower layer runs
-without parents, parents are re-selected every later iteration; B3 (variance/border filtering of
+B10 does not arise (dense candidates); B9: the first iteration of each lower layer runs
+without parents; parents are re-selected every later iteration as in the code (``reselect=False``:
+once), displacements Delta are re-estimated every iteration; B3 (variance/border filtering of
 candidates) not used: candidates are the top-M parent nodes by total score; B1 (flips) not
 implemented. Parent weights are equal (lambda = 1/K), not the code's 1/sigma^2 weighting.
 """
@@ -301,14 +302,17 @@ def _check_maps(feature_maps, geometry):
 
 def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping] = None,
          nodes_per_filter: Optional[Sequence[int]] = None, density: Sequence[float] = (0.05, 0.1),
-         parents: int = 3, iters: int = 10, top_m: int = 300, valid_tau: float = 0.1, max_range: float = 0.3,
+         parents: int = 3, iters: int = 10, top_m: int = 150, reselect: bool = True,
+         valid_tau: float = 0.1, max_range: float = 0.3,
          batch_size: int = 64, seed: int = 0, engine: str = "vectorised", progress: bool = False) -> ExplanatoryGraph:
     """Mine an explanatory graph top-down from ``feature_maps`` (ordered dict layer -> (N, C, H, W),
     bottom first, **top layer last**). ``geometry``: {layer: stride} or {layer: (stride, offset)} in
     input pixels (pixel = offset + stride * cell), or a ``.geometry`` attribute on each tensor.
     ``nodes_per_filter``: P per layer (in the dict's order); default ceil(H*W*density) with density
     the last value of ``density`` for the top layer and the first for the others (spec: 0.05 / 0.1).
-    ``parents``: K. ``iters``: EM iterations per layer. ``max_range``: the search window's
+    ``parents``: K. ``iters``: EM iterations per layer. ``top_m``: parent candidates (the most active
+    nodes above). ``reselect``: re-select parents every iteration >= 2 like the code (B9; False:
+    select once after the parent-free first iteration, Delta still re-estimated each iteration). ``max_range``: the search window's
     half-width is at most max_range * n / 2 cells (code: 0.3). ``engine``: ``"vectorised"`` or ``"loop"``
     (reference E step, for benchmarks). Returns an :class:`ExplanatoryGraph`."""
     if engine not in ("vectorised", "loop"):
@@ -344,10 +348,11 @@ def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping
                        valid_tau=valid_tau)
         K = min(parents, up_layer.n_nodes) if up_layer is not None else 0
         for it in range(iters):
-            if K and it >= 1:  # B9: first iteration without parents
+            if K and (it == 1 or (reselect and it > 1)):  # B9: first iteration without parents
                 pix = L.offset + L.stride * cur_mean
                 pix_up = up_layer.offset + up_layer.stride * up_res[0]
                 L.parents = select_parents(pix, cur_score, pix_up, up_res[1], K, top_m, batch_size)
+            if K and it >= 1:
                 pp = (up_layer.offset + up_layer.stride * up_res[0][:, L.parents] - L.offset) / L.stride
                 wgt = cur_score / cur_score.sum(0, keepdim=True).clamp_min(1e-12)       # (N, M)
                 L.delta = (wgt.view(N, -1, 1, 1) * (cur_mean.unsqueeze(2) - pp)).sum(0)

@@ -287,11 +287,12 @@ def code_gradient(a: torch.Tensor, mask: torch.Tensor, positive: torch.Tensor, e
     mean_b(c) * epoch / 0.1 over the positives (negatives); w = 0.5 / density (0.5 / (1 - density)).
     """
     with torch.no_grad():
-        a, mask = a.detach().double(), mask.detach().double()
+        a, mask = a.detach(), mask.detach()
         pos = positive.bool()
         neg = ~pos
         B = a.shape[0]
-        G = torch.zeros_like(a)
+        coef_pos = torch.zeros(pos.shape, dtype=torch.float64, device=a.device)  # multiplies -mask
+        coef_neg = torch.zeros_like(coef_pos)                                     # uniform over ij
         mag = epoch / 0.1
 
         def norm(c, sel):
@@ -300,27 +301,25 @@ def code_gradient(a: torch.Tensor, mask: torch.Tensor, positive: torch.Tensor, e
             return c / (m * mag).where(m != 0, torch.ones_like(m))
 
         if pos.any():
-            s = (a * mask).mean((2, 3))
-            s_rev = (a * mask.flip(0).flip(1)).mean((2, 3))
+            s = (a * mask).mean((2, 3)).double()
+            s_rev = (a * mask.flip(0).flip(1)).mean((2, 3)).double()
             w = pos.double()
             logz = ALPHA_C * (torch.logsumexp(torch.where(pos, s_rev / ALPHA_C, -math.inf), 0)
                               - torch.log(w.sum(0).clamp_min(1)))
             c = torch.exp(s / ALPHA_C) * (s - logz + ALPHA_C)
             c = norm(c, w) * pos
-            density = w.sum(0) / B
-            w_pos = 0.5 / density.clamp_min(1e-12)
-            G -= mask * (c * CODE_SCALE * w_pos)[..., None, None]
+            w_pos = 0.5 / (w.sum(0) / B).clamp_min(1e-12)
+            coef_pos = c * CODE_SCALE * w_pos
         if neg.any():
-            s = a.mean((2, 3))
+            s = a.mean((2, 3)).double()
             w = neg.double()
             logz = ALPHA_C * (torch.logsumexp(torch.where(neg, -s / ALPHA_C, -math.inf), 0)
                               - torch.log(w.sum(0).clamp_min(1)))
             c = torch.exp(-s / ALPHA_C) * (-s - logz + ALPHA_C)
             c = norm(c, w) * neg
-            density = w.sum(0) / B
-            w_neg = 0.5 / density.clamp_min(1e-12)
-            G += (c * CODE_SCALE * w_neg)[..., None, None]
-        return G.to(torch.float32)
+            w_neg = 0.5 / (w.sum(0) / B).clamp_min(1e-12)
+            coef_neg = c * CODE_SCALE * w_neg
+        return (coef_neg.to(a.dtype)[..., None, None] - mask * coef_pos.to(a.dtype)[..., None, None])
 
 
 def _relax_slope(layer: InterpretableConv2d, a: torch.Tensor, mu: torch.Tensor, pos: torch.Tensor) -> None:
@@ -370,7 +369,7 @@ def filter_loss(model: nn.Module, labels: Optional[torch.Tensor] = None, *, epoc
             pos = (y[:, None] == filter_classes(layer)[None, :])
             if update and layer.training:
                 _relax_slope(layer, a, layer.last_mu, pos)
-            G = code_gradient(a, layer.last_mask, pos, epoch).to(a.dtype)
+            G = code_gradient(a, layer.last_mask, pos, epoch)
             term = (a * G).sum() / a.shape[0]
         total = term if total is None else total + term
     if total is None:

@@ -7,6 +7,8 @@ zoo nets instead of ImageNet AlexNet/VGG, Adam instead of SGD, few epochs):
 * ``vgg``: ``vgg_small`` with plan 16-M-32-32-M-64-64 (16x16 map), new interpretable 3x3 conv
   after ``features`` (layer ``features.1``, n = 16). ``alexnet``: ``alexnet_small``, new conv after
   relu5 ``features.16`` (15x15). The ordinary baseline gets the same new conv without mask/loss.
+* ``vgg16`` (paper profile, meant for a GPU): torchvision ``vgg16_bn`` (BN so that it trains from
+  scratch; no ImageNet weights offline) on 224 px creatures, new layer after relu5_3 (14x14).
 * ``scratch``: train the whole net; ``finetune``: pretrain the ordinary net (cached), insert the
   new layer, fine-tune everything at lr / 3.
 * Metrics on the positive validation images: location instability of the new layer's pre-ReLU
@@ -31,6 +33,10 @@ ARCHS: Dict[str, Dict[str, Any]] = {
             "insert": "features", "layer": "features.1", "lr": 2e-3},
     "alexnet": {"name": "alexnet_small", "config": {}, "insert": "features.16", "layer": "features.16.1",
                 "lr": 1e-3},
+    # paper profile: torchvision VGG-16 (with BN: trainable from scratch, no pretrained weights offline)
+    # at 224 px, new layer after relu5_3 (14x14, n = 14 as in the paper)
+    "vgg16": {"name": "vgg16_bn", "config": {}, "insert": "features.42", "layer": "features.42.1",
+              "lr": 1e-4, "size": 224},
 }
 TASKS = {"single": ("bird",), "multi": ("bird", "quadruped")}
 
@@ -48,8 +54,9 @@ def build_net(arch: str, mode: str, num_classes: int, seed: int, in_size: int = 
     """The zoo net (or a copy of ``base``) with its new (interpretable or ordinary) layer."""
     from .models import build
     spec = ARCHS[arch]
+    size_kw = {} if "size" in spec else {"in_size": in_size}
     model = copy.deepcopy(base) if base is not None else build(
-        spec["name"], seed=seed, num_classes=num_classes, in_size=in_size, **spec["config"])
+        spec["name"], seed=seed, num_classes=num_classes, **size_kw, **spec["config"])
     torch.manual_seed(seed)
     return make_interpretable(model, spec["insert"], mode=mode, num_classes=num_classes, negative_label=0)
 
@@ -91,33 +98,48 @@ def evaluate_net(model, arch: str, val, *, top_n: int = 100) -> Dict[str, float]
     return {"acc": acc, "instability": float(np.nanmean(per)), "part_iou": float(iou.max(1).values.mean())}
 
 
-def run_grid(*, archs, tasks, protocols, modes, seeds, n: int, epochs: int, weights: Dict[str, float],
-             ft_epochs: Optional[int] = None, top_n: int = 100, progress: bool = True) -> List[Dict[str, Any]]:
-    """Every (arch, task, protocol, mode, seed): a row with acc, instability, part_iou, model."""
+def run_grid(settings, *, seeds, n: int, epochs: int, weights: Dict[str, float], ft_epochs: Optional[int] = None,
+             top_n: int = 100, progress: bool = True) -> List[Dict[str, Any]]:
+    """Train and evaluate every ``(arch, task, protocol, modes)`` setting for every seed.
+
+    ``settings``: list of tuples, e.g. ``("vgg", "single", "scratch", ["ordinary", "code"])``;
+    ``protocol`` is ``"scratch"`` or ``"finetune"``; ``weights``: mode -> filter-loss weight.
+    Returns one row per (setting, mode, seed): acc, instability, part_iou, the model and val set.
+    """
     from .train import fit
     from .utils import progress as bar
+    for s in settings:
+        if len(s) != 4 or s[0] not in ARCHS or s[1] not in TASKS or s[2] not in ("scratch", "finetune"):
+            raise ValueError(f"bad setting {s!r}: (arch in {sorted(ARCHS)}, task in {sorted(TASKS)}, "
+                             "'scratch'|'finetune', [modes])")
     rows: List[Dict[str, Any]] = []
-    combos = [(a, t, s) for a in archs for t in tasks for s in seeds]
-    for arch, task, seed in bar(combos, desc="icnn grid", disable=not progress):
-        train, val = load_data(task, n, seed)
+    data: Dict[tuple, Any] = {}
+    bases: Dict[tuple, Any] = {}
+    combos = [(st, sd) for st in settings for sd in seeds]
+    for (arch, task, proto, modes), seed in bar(combos, desc="icnn grid", disable=not progress):
+        size = ARCHS[arch].get("size", 64)
+        if (task, seed, size) not in data:
+            data[(task, seed, size)] = load_data(task, n, seed, size=size)
+        train, val = data[(task, seed, size)]
         C = len(TASKS[task]) + 1
-        lr = ARCHS[arch]["lr"]
+        spec = ARCHS[arch]
+        lr = spec["lr"]
         base = None
-        for proto in protocols:
-            if proto == "finetune" and base is None:
-                spec = ARCHS[arch]
-                base = fit(spec["name"], train, val, model_config=dict(spec["config"], num_classes=C),
-                           epochs=epochs, lr=lr, schedule="cosine", augment="flip", seed=seed,
-                           num_threads=1, progress=False).model
-            for mode in modes:
-                model = build_net(arch, mode, C, seed, base=base if proto == "finetune" else None)
-                w = weights.get(mode, 0.0)
-                res = train_net(model, train, val, weight=w, seed=seed, tag=f"{arch}/{task}/{proto}",
-                                epochs=ft_epochs or epochs if proto == "finetune" else epochs,
-                                lr=lr / 3 if proto == "finetune" else lr)
-                m = evaluate_net(res.model, arch, val, top_n=top_n)
-                rows.append({"arch": arch, "task": task, "protocol": proto, "mode": mode, "seed": seed,
-                             "weight": w, **m, "model": res.model, "val": val})
+        if proto == "finetune":
+            if (arch, task, seed) not in bases:
+                bases[(arch, task, seed)] = fit(
+                    spec["name"], train, val, model_config=dict(spec["config"], num_classes=C), epochs=epochs,
+                    lr=lr, schedule="cosine", augment="flip", seed=seed, num_threads=1, progress=False).model
+            base = bases[(arch, task, seed)]
+        for mode in modes:
+            model = build_net(arch, mode, C, seed, base=base)
+            w = weights.get(mode, 0.0)
+            res = train_net(model, train, val, weight=w, seed=seed, tag=f"{arch}/{task}/{proto}",
+                            epochs=(ft_epochs or epochs) if proto == "finetune" else epochs,
+                            lr=lr / 3 if proto == "finetune" else lr)
+            m = evaluate_net(res.model, arch, val, top_n=top_n)
+            rows.append({"arch": arch, "task": task, "protocol": proto, "mode": mode, "seed": seed,
+                         "weight": w, **m, "model": res.model, "val": val})
     return rows
 
 

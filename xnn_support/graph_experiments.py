@@ -1,0 +1,141 @@
+"""The experiment of notebook 01 (explanatory graph) on ``creatures``: one function per seed.
+
+:func:`run_seed` trains (or loads from the cache) a ``vgg_small`` on object-centric creatures,
+mines one explanatory graph on bird images (instability, purity, few-shot localisation) and one
+on wheels images (the two-identical-parts disentangling test), and returns metrics plus the
+artefacts the figures need. Protocol choices (ours, see the notebook's reproduction notes): the
+graph is mined on ``n_mine`` unlabelled images of one category and evaluated on ``n_test`` new
+images of it; instability and purity keep the third of the units (nodes or filters) with the
+largest mean top-``top_images`` score per layer (the code keeps 167 of 512); few-shot shots are
+drawn from the mining images, ``draws`` random draws per shot count.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+
+from . import data
+from . import graph_eval as ge
+from .explanatory_graph import mine
+from .train import fit, recipe
+
+__all__ = ["train_model", "run_seed", "LAYERS", "CATEGORIES"]
+
+LAYERS = ("features.13", "features.16", "features.23")   # 16x16, 16x16, 8x8 maps at 64 px
+CATEGORIES = ("bird", "quadruped", "wheels")
+
+
+def train_model(n_train: int, epochs: int, seed: int, size: int = 64):
+    """vgg_small on object-centric creatures (the train.recipe except ``epochs``); a TrainResult."""
+    ds = data.creatures(n_train, size, categories=CATEGORIES, object_centric=True, seed=seed)
+    tr, va = ds.split(0.2, seed=seed)
+    r = recipe("vgg_small")
+    r["epochs"] = epochs
+    return fit("vgg_small", tr, va, seed=seed, progress=False, **r)
+
+
+def _units(G, inf, fm, name):
+    L = G.layers[name]
+    pp, ps = ge.filter_peaks(fm[name])
+    return G.pixels(name, inf.pos[name]), inf.score[name], L.offset + L.stride * pp, ps
+
+
+def run_seed(seed: int, *, n_train: int = 2000, epochs: int = 10, n_mine: int = 200, n_test: int = 200,
+             iters: int = 5, parents: int = 3, layers: Sequence[str] = LAYERS, top_images: int = 20,
+             shots: Sequence[int] = (1, 2, 3), draws: int = 5, size: int = 64, batch_size: int = 64) -> Dict:
+    """One seed of the whole experiment; returns {"metrics": {...}, plus artefacts}."""
+    res = train_model(n_train, epochs, seed, size)
+    model = res.model.cpu().eval()
+    m: Dict[str, float] = {"model/val_acc": float(res.val_acc)}
+    S = size
+    diag = S * 2 ** 0.5
+    bird = data.creatures(n_mine + n_test, S, categories=("bird",), negatives=0.0, object_centric=True,
+                          seed=10_000 + seed)
+    fm_all = ge.extract(model, bird.images, list(layers), batch_size=batch_size)
+    fm_mine = {k: v[:n_mine] for k, v in fm_all.items()}
+    for k in fm_mine:
+        fm_mine[k].geometry = fm_all[k].geometry
+    fm_test = {k: v[n_mine:] for k, v in fm_all.items()}
+    G = mine(fm_mine, geometry={k: v.geometry for k, v in fm_all.items()}, parents=parents, iters=iters,
+             seed=seed, batch_size=batch_size)
+    inf = G.infer(fm_all, batch_size=batch_size)
+    test = slice(n_mine, None)
+    lm = bird.landmarks[test]
+    labels = ge.part_label_map(bird.part_masks[test])
+    inst_n, inst_f, pur_n, pur_f = [], [], [], []
+    for name in layers:
+        npix, nsc, fpix, fsc = _units(G, inf, fm_all, name)
+        keep = max(1, G.layers[name].C // 3)
+        inst_n.append(ge.instability(npix[test], nsc[test], lm, top_images=top_images, keep=keep, diag=diag))
+        inst_f.append(ge.instability(fpix[test], fsc[test], lm, top_images=top_images, keep=keep, diag=diag))
+        pur_n.append(ge.purity(npix[test], nsc[test], labels, top_images=top_images, keep=keep)[0])
+        pur_f.append(ge.purity(fpix[test], fsc[test], labels, top_images=top_images, keep=keep)[0])
+        short = name.replace("features.", "f")
+        m[f"instability/{short}/nodes"], m[f"instability/{short}/filters"] = inst_n[-1], inst_f[-1]
+    m["instability/nodes"] = sum(inst_n) / len(inst_n)
+    m["instability/filters"] = sum(inst_f) / len(inst_f)
+    m["purity/nodes"] = sum(pur_n) / len(pur_n)
+    m["purity/filter_peaks"] = sum(pur_f) / len(pur_f)
+
+    # few-shot localisation: all graph layers' nodes vs all their filters' peaks vs fc nearest neighbour
+    npix = torch.cat([_units(G, inf, fm_all, n)[0] for n in layers], 1)
+    nsc = torch.cat([_units(G, inf, fm_all, n)[1] for n in layers], 1)
+    fpix = torch.cat([_units(G, inf, fm_all, n)[2] for n in layers], 1)
+    fsc = torch.cat([_units(G, inf, fm_all, n)[3] for n in layers], 1)
+    from .capture import capture
+    with capture(model, ["classifier.3"]) as cap:
+        fc = cap.run(bird.images, batch_size=batch_size)["classifier.3"]
+    fc = torch.nn.functional.normalize(fc.flatten(1), dim=1)
+    boxes = bird.boxes[test]
+    g = torch.Generator().manual_seed(seed)
+    examples = {}
+    for k in range(bird.landmarks.shape[1]):
+        valid = (~torch.isnan(bird.landmarks[:n_mine, k]).any(-1)).nonzero().flatten()
+        if valid.numel() < max(shots) or torch.isnan(lm[:, k]).all():
+            continue
+        for s in shots:
+            acc = {"nodes": [], "filter_peaks": [], "fc_nn": [], "mean_position": []}
+            for _ in range(draws):
+                sh = valid[torch.randperm(valid.numel(), generator=g)[:s]]
+                lms = bird.landmarks[sh, k]
+                pn = ge.fewshot_localise(npix[sh], nsc[sh], lms, npix[test], nsc[test])
+                pf = ge.fewshot_localise(fpix[sh], fsc[sh], lms, fpix[test], fsc[test])
+                nn_ = (fc[test] @ fc[sh].T).argmax(1)
+                pc = lms[nn_]
+                pm = lms.mean(0).expand(n_test, 2)
+                for key, p in (("nodes", pn), ("filter_peaks", pf), ("fc_nn", pc), ("mean_position", pm)):
+                    acc[key].append(ge.normalised_distance(p, lm[:, k], boxes))
+                if s == max(shots):
+                    examples[bird.landmark_names[k]] = {"nodes": pn, "filter_peaks": pf, "fc_nn": pc}
+            for key, v in acc.items():
+                m.setdefault(f"fewshot/{s}shot/{key}", []).append(sum(v) / len(v))
+    for key in [k for k in m if k.startswith("fewshot/")]:
+        m[key] = sum(m[key]) / len(m[key])
+
+    # disentangling: a graph on wheels images; the two wheels are identical parts
+    wh = data.creatures(n_mine + n_test, S, categories=("wheels",), negatives=0.0, object_centric=True,
+                        seed=20_000 + seed)
+    top2 = list(layers[-2:])
+    fw = ge.extract(model, wh.images, top2, batch_size=batch_size)
+    fwm = {k: v[:n_mine] for k, v in fw.items()}
+    Gw = mine(fwm, geometry={k: v.geometry for k, v in fw.items()}, parents=parents, iters=iters, seed=seed,
+              batch_size=batch_size)
+    infw = Gw.infer(fw, batch_size=batch_size)
+    names = list(wh.landmark_names)
+    la, lb = wh.landmarks[test, names.index("wheel_front")], wh.landmarks[test, names.index("wheel_rear")]
+    dis = {}
+    for name in top2:
+        npx, nsc_w, fpx, _ = _units(Gw, infw, fw, name)
+        d = ge.disentangle(npx[test], nsc_w[test], Gw.layers[name].P, fpx[test], la, lb,
+                           radius=0.1 * S)
+        dis[name] = d
+    best = dis[top2[0]]
+    m["disentangle/wheel_filters"] = best["n_wheel_filters"]
+    m["disentangle/split_share"] = best["split_share"]
+    m["disentangle/node_min_hit"] = best["node_min_hit"]
+    m["disentangle/filter_min_hit"] = best["filter_min_hit"]
+    return {"metrics": m, "graph": G, "inference": inf, "images": bird.images, "dataset": bird,
+            "n_mine": n_mine, "labels_all": ge.part_label_map(bird.part_masks), "examples": examples,
+            "wheels_graph": Gw, "wheels_inference": infw, "wheels": wh, "disentangle": dis,
+            "model": model, "feature_maps": fm_all}
