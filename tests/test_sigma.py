@@ -223,3 +223,13 @@ class _Constant(nn.Module):
 
     def forward(self, x):
         return self.out(x.sum() * 0 + torch.ones(x.shape[0], 3))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_runs_on_cuda_where_the_model_is():
+    model = _IgnoresLeft().cuda()
+    x = torch.rand(2, 3, 16, 16)
+    res = S.optimize_sigma(x, S.GridUnits(4), S.ModuleFeatures(model, ["body.3"]), steps=60, samples=4, seed=0)
+    assert res.sigma.device.type == "cpu" and res.sigma.shape == (1, 2, 16)
+    sig = res.sigma.reshape(2, 4, 4)
+    assert (sig[..., :2].amin((-1, -2)) > sig[..., 2:].amax((-1, -2))).all()

@@ -115,12 +115,13 @@ def e_step(A: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, half: int, va
     if mu.shape[:2] != (B, C) or mu.shape[-1] != 2:
         raise ValueError(f"mu must be (B={B}, C={C}, P, 2), got {tuple(mu.shape)}")
     gr, gc, dr2, dc2 = _prior_1d(mu, sigma, half, H, W)
-    prior = gr.unsqueeze(-1) * gc.unsqueeze(-2)                       # (B, C, P, H, W)
     mass = gr.sum(-1) * gc.sum(-1)                                    # (B, C, P)
     tau = valid_tau * mass.mean((1, 2)).view(B, 1, 1, 1)
-    denom = (prior.sum(2) + tau).clamp_min(1e-7)                      # (B, C, H, W)
-    w = prior * (A / denom).unsqueeze(2)
-    wr, wc = w.sum(-1), w.sum(-2)                                     # marginals (B, C, P, H), (B, C, P, W)
+    denom = (torch.einsum("bcph,bcpw->bchw", gr, gc) + tau).clamp_min(1e-7)   # S(x) + tau
+    R = A / denom                                                     # (B, C, H, W)
+    wr = gr * torch.einsum("bcpw,bchw->bcph", gc, R)                  # row marginal of w
+    wc = gc * torch.einsum("bcph,bchw->bcpw", gr, R)                  # col marginal of w
+    w = gr.unsqueeze(-1) * gc.unsqueeze(-2) * R.unsqueeze(2)          # only for the argmax
     score = wr.sum(-1)
     idx = w.flatten(-2).argmax(-1)
     pos = torch.stack([(idx // W).float(), (idx % W).float()], -1)
@@ -304,7 +305,7 @@ def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping
          nodes_per_filter: Optional[Sequence[int]] = None, density: Sequence[float] = (0.05, 0.1),
          parents: int = 3, iters: int = 10, top_m: int = 150, reselect: bool = True,
          valid_tau: float = 0.1, max_range: float = 0.3,
-         batch_size: int = 64, seed: int = 0, engine: str = "vectorised", progress: bool = False) -> ExplanatoryGraph:
+         batch_size: int = 64, seed: int = 0, engine: str = "vectorised") -> ExplanatoryGraph:
     """Mine an explanatory graph top-down from ``feature_maps`` (ordered dict layer -> (N, C, H, W),
     bottom first, **top layer last**). ``geometry``: {layer: stride} or {layer: (stride, offset)} in
     input pixels (pixel = offset + stride * cell), or a ``.geometry`` attribute on each tensor.

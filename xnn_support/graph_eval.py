@@ -28,7 +28,7 @@ from torch import nn
 from .capture import capture, resolve_layers
 
 __all__ = ["receptive_field", "extract", "filter_peaks", "instability", "fewshot_localise",
-           "normalised_distance", "purity", "disentangle", "node_patches", "part_label_map"]
+           "normalised_distance", "purity", "node_parts", "disentangle", "node_patches", "part_label_map"]
 
 
 def receptive_field(model: nn.Module, layers: Sequence[str], in_size: int) -> Dict[str, tuple]:

@@ -30,7 +30,7 @@ __all__ = ["ARCHS", "TASKS", "build_net", "load_data", "train_net", "evaluate_ne
 
 ARCHS: Dict[str, Dict[str, Any]] = {
     "vgg": {"name": "vgg_small", "config": {"plan": [16, "M", 32, 32, "M", 64, 64]},
-            "insert": "features", "layer": "features.1", "lr": 2e-3},
+            "insert": "features", "layer": "features.1", "lr": 3e-3},
     "alexnet": {"name": "alexnet_small", "config": {}, "insert": "features.16", "layer": "features.16.1",
                 "lr": 1e-3},
     # paper profile: torchvision VGG-16 (with BN: trainable from scratch, no pretrained weights offline)
@@ -58,7 +58,11 @@ def build_net(arch: str, mode: str, num_classes: int, seed: int, in_size: int = 
     model = copy.deepcopy(base) if base is not None else build(
         spec["name"], seed=seed, num_classes=num_classes, **size_kw, **spec["config"])
     torch.manual_seed(seed)
-    return make_interpretable(model, spec["insert"], mode=mode, num_classes=num_classes, negative_label=0)
+    model = make_interpretable(model, spec["insert"], mode=mode, num_classes=num_classes, negative_label=0)
+    new = model.get_submodule(spec["layer"]).conv     # Kaiming init (the code's N(0, 0.01) trains too slowly here)
+    torch.nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    torch.nn.init.zeros_(new.bias)
+    return model
 
 
 def train_net(model, train, val, *, weight: float, epochs: int, lr: float, seed: int, batch_size: int = 64,
@@ -99,7 +103,7 @@ def evaluate_net(model, arch: str, val, *, top_n: int = 100) -> Dict[str, float]
 
 
 def run_grid(settings, *, seeds, n: int, epochs: int, weights: Dict[str, float], ft_epochs: Optional[int] = None,
-             top_n: int = 100, progress: bool = True) -> List[Dict[str, Any]]:
+             top_n: int = 100, batch_size: int = 32, progress: bool = True) -> List[Dict[str, Any]]:
     """Train and evaluate every ``(arch, task, protocol, modes)`` setting for every seed.
 
     ``settings``: list of tuples, e.g. ``("vgg", "single", "scratch", ["ordinary", "code"])``;
@@ -129,12 +133,13 @@ def run_grid(settings, *, seeds, n: int, epochs: int, weights: Dict[str, float],
             if (arch, task, seed) not in bases:
                 bases[(arch, task, seed)] = fit(
                     spec["name"], train, val, model_config=dict(spec["config"], num_classes=C), epochs=epochs,
-                    lr=lr, schedule="cosine", augment="flip", seed=seed, num_threads=1, progress=False).model
+                    lr=lr, batch_size=batch_size, schedule="cosine", augment="flip", seed=seed, num_threads=1,
+                    progress=False).model
             base = bases[(arch, task, seed)]
         for mode in modes:
             model = build_net(arch, mode, C, seed, base=base)
             w = weights.get(mode, 0.0)
-            res = train_net(model, train, val, weight=w, seed=seed, tag=f"{arch}/{task}/{proto}",
+            res = train_net(model, train, val, weight=w, seed=seed, tag=f"{arch}/{task}/{proto}", batch_size=batch_size,
                             epochs=(ft_epochs or epochs) if proto == "finetune" else epochs,
                             lr=lr / 3 if proto == "finetune" else lr)
             m = evaluate_net(res.model, arch, val, top_n=top_n)

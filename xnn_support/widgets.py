@@ -197,3 +197,41 @@ def icnn_filter_browser(images, positions, scores, *, landmarks=None, rf: float 
 
     return w.interact(update, filter=w.IntSlider(0, 0, positions.shape[0] - 1),
                       top=w.IntSlider(k, 2, 16))
+
+
+# --- 01: explanatory graph ---
+
+__all__ += ["graph_node_browser"]
+
+
+def graph_node_browser(graph, inference, images, *, k: int = 6, size: int = 16):
+    """Choose a layer and a node: its top image patches, its parents' and its children's patches.
+    ``inference`` from ``graph.infer`` on ``images``."""
+    import ipywidgets as w
+
+    from . import graph_eval as ge
+    from . import viz
+
+    names = list(graph.layers)
+
+    def rows_for(layer, node):
+        pix = graph.pixels(layer, inference.pos[layer])
+        p, _ = ge.node_patches(images, pix, inference.score[layer], node, k=k, size=size)
+        return p
+
+    def update(layer=names[0], node=0):
+        L = graph.layers[layer]
+        node = min(node, L.n_nodes - 1)
+        rows, labels = [rows_for(layer, node)], [f"{layer} #{node} (filter {node // L.P})"]
+        i = names.index(layer)
+        if L.parents is not None:
+            for j in L.parents[node].tolist():
+                rows.append(rows_for(names[i + 1], j))
+                labels.append(f"parent {names[i + 1]} #{j}")
+        for lay, j in graph.children(layer, node)[:4]:
+            rows.append(rows_for(lay, j))
+            labels.append(f"child {lay} #{j}")
+        _show(viz.graph_patch_gallery(rows, labels, title="node, its parents and children"))
+
+    top = max(graph.layers[n].n_nodes for n in names) - 1
+    return w.interact(update, layer=w.Dropdown(options=names, value=names[0]), node=w.IntSlider(0, 0, top))
