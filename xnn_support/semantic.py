@@ -37,9 +37,18 @@ a named argument):
   standardised for training only (spec section 5: alpha magnitudes are otherwise incomparable).
   Concepts are scaled, not centred, so that ``bias`` stays one scalar; :meth:`Explainer.alpha`
   and :attr:`Explainer.bias` are in the caller's raw units, and eq. 1 holds in raw units exactly.
-* Explainer architecture: a small 3-block CNN with an n-way head (:class:`ExplainerCNN`), or any
-  ``nn.Module`` mapping images to (N, C) passed as ``net=``; Adam, no weight sharing with the
-  performer. Shares of contributions are of |c_i| (signs kept in the contributions themselves).
+* Explainer architecture: a small 3-block stride-2 CNN with an n-way head (:class:`ExplainerCNN`),
+  or any ``nn.Module`` mapping images to (N, C) passed as ``net=``; Adam with a cosine schedule, no
+  weight sharing with the performer. By default (``init="lstsq"``, our addition) alpha(I) =
+  w_ls + g_theta(I), i.e. the net learns image-specific deviations from the least-squares
+  weights; ``init=None`` learns alpha from 0 as the paper does.
+* Shares of contributions are of |c_i| (signs kept in the contributions themselves); the
+  unexplained share of an image is |y - y_hat| / (sum_i |c_i| + |y - y_hat|) (our definition).
+
+Non-identifiability (spec section 5): with C concepts, each image's alpha has C - 1 directions
+that leave eq. 1 unchanged; Adam moves along them with full-size steps, so without a prior (and
+from alpha = 0) the split between concepts drifts although the fit is as good
+(tests/test_semantic.py shows it on a planted linear target).
 """
 from __future__ import annotations
 
@@ -273,7 +282,8 @@ def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss,
     w_d = None if w_s is None else w_s.to(dev)
     show = progress and not quiet()
     total, step = epochs * max(1, math.ceil(n / batch_size)), 0
-    for epoch in _progress(range(epochs), desc="explainer", disable=not show, unit="epoch"):
+    epoch_iter = _progress(range(epochs), desc="explainer", unit="epoch") if show else range(epochs)
+    for epoch in epoch_iter:
         lam = prior_weight(epoch, epochs, beta=beta, eta=eta) if w_d is not None else 0.0
         ex.train()
         perm = torch.randperm(n, generator=gen)

@@ -17,6 +17,8 @@ one attribute toggled):
   the jump of concept score i when the attribute appears (:func:`recovered_weights`); it is
   compared with the planted weights and with the performer's own intervention effects
   E[y(I with a_i = 1) - y(I with a_i = 0)] (:func:`attribute_effects`, by redrawing faces);
+* four explainer variants per seed (:data:`VARIANTS`): default, no prior, and from alpha = 0
+  without / with the prior; plus an "oracle" target exactly linear in the concept scores;
 * dataset bias (:func:`run_bias`): a lipstick classifier trained where rosy cheeks always
   co-occur with lipstick, and one trained without the bias; the lecture's pasted/masked test
   (:func:`paste_mask`: the lipstick score of the same face as drawn, with cheeks pasted, with
