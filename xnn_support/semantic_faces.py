@@ -44,6 +44,7 @@ from torch import nn
 from . import semantic as S
 from .data import concept_faces, edit_faces
 from .train import fit
+from .utils import device_of
 
 __all__ = ["net_config", "train_concept_model", "train_performer", "train_attribute_model",
            "attribute_effects", "paste_mask", "PasteMask", "recovered_weights", "concept_accuracy",
@@ -259,6 +260,7 @@ def _run_attractive(seed, *, size, n_train, n_test, net_epochs, explainer_epochs
     test = concept_faces(n_test, size, seed=10_000 + seed)
     cm = train_concept_model(train, epochs=net_epochs, seed=seed, progress=progress).model
     perf = train_performer(train, epochs=net_epochs, seed=seed, progress=progress).model
+    kw.setdefault("device", device_of(perf))  # the explainer trains where the performer lives
     ytr, yte = S.concept_scores(cm, train.images), S.concept_scores(cm, test.images)
     ttr, tte = S.target_scores(perf, train.images), S.target_scores(perf, test.images)
     names = list(train.attribute_names)
@@ -332,6 +334,7 @@ def _run_bias(seed, *, concept_model, size, n_train, n_test, rate, net_epochs, e
     biased = concept_faces(n_train, size, seed=seed, cooccurrence={("lipstick", "rosy_cheeks"): float(rate)})
     test = concept_faces(n_test, size, seed=20_000 + seed)
     names = list(test.attribute_names)
+    kw.setdefault("device", device_of(concept_model))
     li, ci = names.index("lipstick"), names.index("rosy_cheeks")
     ytr, yte = S.concept_scores(concept_model, free.images), S.concept_scores(concept_model, test.images)
     lip, cheek = test.attributes[:, li] > 0.5, test.attributes[:, ci] > 0.5
