@@ -33,6 +33,12 @@ def test_committed_notebook_is_clean_and_conventional(path):
     for line in src.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             assert ":" in line.split("=")[0] and "#" in line, f"parameter not typed and commented: {line!r}"
+    # papermill silently drops a parameter it cannot parse (e.g. an '=' in its comment); the runner
+    # would then refuse it: every assigned name must be visible to papermill's inspection
+    import papermill as pm
+    assigned = {line.split(":")[0].split("=")[0].strip() for line in src.splitlines()
+                if line.strip() and not line.lstrip().startswith("#")}
+    assert assigned <= set(pm.inspect_notebook(str(path))), "papermill cannot see some parameters"
     meta = nb.metadata.get("xnn", {})
     assert meta.get("title") and "smoke" in meta.get("runtime", {}) and isinstance(meta.get("metrics"), list)
     for c in code:
