@@ -10,13 +10,7 @@ from xnn_support.models import build
 SMALL = ["vgg_small", "alexnet_small", "resnet_small"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a CPU shared with other jobs two threads run many times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_available_lists_every_contract_name():

@@ -12,11 +12,7 @@ from xnn_support import semantic_faces as SF
 from xnn_support.data import concept_faces
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core CI machine it is several times faster than two."""
-    with S.torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _planted(n=384, c=5, seed=0, size=8):

@@ -12,13 +12,7 @@ from xnn_support.capture import CaptureError
 W = torch.tensor([10.0, 20.0, 5.0, -20.0, -10.0])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one thread avoids OpenMP contention (4-5x faster)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _phi(e):  # the authors' linear toy: (B, 5, K) -> (B, K)

@@ -21,13 +21,7 @@ def _cache_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setenv("XNN_QUIET", "1")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a CPU shared with other jobs two threads run many times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(n=64, size=32, seed=0):
