@@ -5,7 +5,8 @@ Names, joined with ``+`` (e.g. ``"flip+shift"``):
 * images (B, C, H, W): ``flip`` (horizontal flip, p = 0.5), ``shift`` (random translation up to
   1/8 of the size, reflected borders, one ``grid_sample`` for the batch);
 * point clouds (B, N, 3): ``jitter`` (Gaussian noise, sigma 0.01, clipped at 0.05), ``scale``
-  (uniform 0.8-1.25), ``rotate_z`` (random rotation about the z axis).
+  (uniform 0.8-1.25), ``rotate_z`` (random rotation about the z axis), ``rotate_so3`` (uniform random
+  rotation in SO(3): the "rr" training of paper 06).
 
 Every function takes ``(x, generator)`` and draws all randomness from that CPU generator, so a run
 is reproducible from its seed. A callable ``(x, generator) -> x`` can be passed instead of a name.
@@ -67,7 +68,17 @@ def rotate_z(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x @ rot.transpose(1, 2).to(x.device, x.dtype)
 
 
-AUGMENTATIONS = {"flip": flip, "shift": shift, "jitter": jitter, "scale": scale, "rotate_z": rotate_z}
+def rotate_so3(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Uniform random rotations (QR of a Gaussian matrix, sign-fixed, det +1)."""
+    _need(x, 3, "points (B, N, 3)", "rotate_so3")
+    q, r = torch.linalg.qr(torch.randn(x.shape[0], 3, 3, generator=g, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)
+    q[:, :, 0] *= torch.sign(torch.det(q)).unsqueeze(1)
+    return x @ q.transpose(1, 2).to(x.device, x.dtype)
+
+
+AUGMENTATIONS = {"flip": flip, "shift": shift, "jitter": jitter, "scale": scale, "rotate_z": rotate_z,
+                 "rotate_so3": rotate_so3}
 
 
 def make_augment(spec: Union[None, str, Callable]) -> Optional[Callable]:

@@ -1,5 +1,5 @@
 """Options of the sigma engine (:mod:`xnn_support.sigma`): :class:`SigmaConfig`, the named presets
-(:data:`PRESETS`: ``icml19``, ``icml22``, ``clean``, ``cvpr21_points``) and :func:`config`.
+(:data:`PRESETS`: ``icml19``, ``icml22``, ``clean``, ``cvpr21_points``, ``points``) and :func:`config`.
 
 Each field says which paper or code path it comes from; :meth:`SigmaConfig.validate` gives the clear
 errors (sigma init out of range, unknown options, inconsistent settings).
@@ -128,6 +128,12 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "cvpr21_points": dict(parameterization="clamp", sigma_init=0.03, sigma_min=1e-4, sigma_max=0.08, steps=2001,
                           lr=1e-4, optimizer="adam", lam=0.004, samples=1, data_reduction="sum",
                           entropy_reduction="sum", readout="target", target=2.0, target_min=0.5, sigma_f=1.0),
+    # notebook 06, clean estimator (spec section 5 [MEAS]): 8 noise samples per step, cosine-annealed
+    # lr in log-sigma space, F held at 2 by dual ascent (the TF read-out level, made exact; lam starts at 4,
+    # the optimum of a locally quadratic F at F = lam / 2), tail read-out
+    "points": dict(parameterization="log", sigma_init=0.03, sigma_min=1e-4, sigma_max=0.08, steps=200, lr=0.05,
+                   optimizer="adam", lr_schedule="cosine", lam=4.0, constraint=2.0, samples=8,
+                   data_reduction="sum", entropy_reduction="mean", readout="tail", tail=0.1, sigma_f=1.0),
 }
 
 
