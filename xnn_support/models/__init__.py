@@ -9,6 +9,13 @@ name                   what                                                   in
 ``vgg16`` ``vgg16_bn`` ``vgg19`` ``alexnet`` ``resnet18`` ``resnet34`` ``resnet50``
                        torchvision, ``weights=None``; ``weights_path=`` loads a user's state dict
 ``pointnet``           small PointNet (:class:`.pointnet.PointNet`)           (B, N, 3) float
+``pointnet2``          Mini-PointNet++ SSG/MSG, +density/+weightnet/+OE        (B, N, 3) float
+                       (:class:`.pointnets.MiniPointNet2`)
+``pointsift``          Mini-PointSIFT, with/without orientation encoding      (B, N, 3) float
+``pointconv``          Mini-PointConv, +-density, +-weight net                (B, N, 3) float
+                       (:class:`.pointnets_seq.MiniPointConv`)
+``point2sequence``     Mini-Point2Sequence, 1-4 scales, switches as above     (B, N, 3) float
+``dgcnn``              DGCNN, single or multi-scale EdgeConv                  (B, N, 3) float
 ``text_cnn``           1-D CNN text classifier (:class:`.text.TextCNN`)       ids (B, L) [+ mask]
 ``text_lstm``          LSTM text classifier (:class:`.text.TextLSTM`)         ids (B, L) [+ mask]
 ``text_transformer``   Transformer text classifier                            ids (B, L) [+ mask]
@@ -44,6 +51,10 @@ _REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     "text_lstm": TextLSTM,
     "text_transformer": TextTransformer,
 }
+from . import pointnets as _pn, pointnets_seq as _pns  # noqa: E402  (paper 06 backbones)
+
+_pn.register_all(lambda n, f: _REGISTRY.__setitem__(n, f))
+_pns.register_all(lambda n, f: _REGISTRY.__setitem__(n, f))
 for _n in TORCHVISION_MODELS:
     _REGISTRY[_n] = (lambda name: (lambda **cfg: torchvision_model(name, **cfg)))(_n)
 
