@@ -53,7 +53,7 @@ from .models.pointnets_base import take
 from .sigma import AxisUnits, ModuleFeatures, config as sigma_config, optimize_sigma
 from .utils import device_of
 
-__all__ = ["point_sigma", "PointSigma", "feature_scale", "drop_outsider", "rotation_table", "kl_normal", "jslb",
+__all__ = ["point_sigma", "PointSigma", "feature_scale", "drop_outsider", "rotation_table", "rodrigues", "kl_normal", "jslb",
            "nonrobustness_from_log_sigma", "rotation_nonrobustness", "attack", "AttackResult",
            "adversarial_robustness", "neighborhood_inconsistency", "inconsistency_from_sigma",
            "information_concentration", "SIGMA_DEFAULTS", "ATTACK_DEFAULTS", "SATURATED"]
@@ -197,18 +197,26 @@ def point_sigma(model: nn.Module, clouds: torch.Tensor, *, layer: Optional[str] 
 
 
 # ------------------------------------------------------------------------------------ rotation
+def rodrigues(theta, phi, alpha) -> torch.Tensor:
+    """Rotation matrices (..., 3, 3) about the axis (sin t cos p, sin t sin p, cos t) by angle alpha
+    (Rodrigues), for the row-vector convention X R of the official code."""
+    th, ph, al = (torch.as_tensor(v, dtype=torch.float64) for v in (theta, phi, alpha))
+    a = torch.stack([th.sin() * ph.cos(), th.sin() * ph.sin(), th.cos()], -1)
+    z = torch.zeros_like(th)
+    K = torch.stack([z, -a[..., 2], a[..., 1], a[..., 2], z, -a[..., 0], -a[..., 1], a[..., 0], z],
+                    -1).reshape(*th.shape, 3, 3)
+    eye = torch.eye(3, dtype=torch.float64)
+    return (eye + al.sin()[..., None, None] * K + (1 - al.cos())[..., None, None] * (K @ K)).float()
+
+
 def rotation_table(n: int, k: int, seed: int = 0) -> torch.Tensor:
-    """(n, k, 3, 3) rotation matrices drawn as the official code (row-vector convention X R)."""
+    """(n, k, 3, 3) rotations drawn as the official code: theta ~ U[0, pi], phi, alpha ~ U[0, 2 pi]
+    (the axis is not uniform on the sphere; kept for fidelity)."""
     g = torch.Generator().manual_seed(int(seed))
     th = torch.rand(n, k, generator=g, dtype=torch.float64) * math.pi
     ph = torch.rand(n, k, generator=g, dtype=torch.float64) * 2 * math.pi
     al = torch.rand(n, k, generator=g, dtype=torch.float64) * 2 * math.pi
-    a = torch.stack([th.sin() * ph.cos(), th.sin() * ph.sin(), th.cos()], -1)       # (n, k, 3)
-    z = torch.zeros_like(th)
-    K = torch.stack([z, -a[..., 2], a[..., 1], a[..., 2], z, -a[..., 0], -a[..., 1], a[..., 0], z], -1).view(n, k, 3, 3)
-    eye = torch.eye(3, dtype=torch.float64)
-    R = eye + al.sin()[..., None, None] * K + (1 - al.cos())[..., None, None] * (K @ K)
-    return R.float()
+    return rodrigues(th, ph, al)
 
 
 def kl_normal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -271,6 +279,7 @@ class AttackResult:
     cloud: torch.Tensor
     target: torch.Tensor
     seconds: float = 0.0
+    delta: Optional[torch.Tensor] = field(default=None, repr=False)  # (R, N, 3) the recorded perturbations
 
     @property
     def failure_rate(self) -> float:
@@ -328,18 +337,21 @@ def attack(model: nn.Module, clouds: torch.Tensor, labels: torch.Tensor, *, targ
             bs = R if batch_size is None else int(batch_size)
             chunks = [torch.arange(s, min(R, s + bs)) for s in range(0, R, bs)]
         norm2, succ, taken = torch.zeros(R), torch.zeros(R, dtype=torch.bool), torch.full((R,), steps)
+        final = torch.zeros(R, N, 3)
         for rows in chunks:
-            n2, ok, st = _attack_rows(model, x[rc[rows].to(dev)], rt[rows].to(dev), delta0[rows].to(dev),
-                                      steps, lr, lam)
-            norm2[rows], succ[rows], taken[rows] = n2.cpu(), ok.cpu(), st.cpu()
+            n2, ok, st, dl = _attack_rows(model, x[rc[rows].to(dev)], rt[rows].to(dev), delta0[rows].to(dev),
+                                          steps, lr, lam)
+            norm2[rows], succ[rows], taken[rows], final[rows] = n2.cpu(), ok.cpu(), st.cpu(), dl.cpu()
     finally:
         model.train(was)
-    return AttackResult(norm2, succ, taken, rc, rt, time.perf_counter() - t0)
+    return AttackResult(norm2, succ, taken, rc, rt, time.perf_counter() - t0, final)
 
 
 def _attack_rows(model, x, t, delta, steps, lr, lam, b1=0.9, b2=0.999, eps=1e-8):
     """Adam on each row's delta (element-wise, as torch.optim.Adam); rows leave at first success."""
     R = x.shape[0]
+    delta = delta.clone()
+    rec = delta.clone()
     m, v = torch.zeros_like(delta), torch.zeros_like(delta)
     norm2 = torch.zeros(R, device=x.device)
     done = torch.zeros(R, dtype=torch.bool, device=x.device)
@@ -355,6 +367,7 @@ def _attack_rows(model, x, t, delta, steps, lr, lam, b1=0.9, b2=0.999, eps=1e-8)
             if bool(hit.any()):
                 done[active[hit]] = True
                 taken[active[hit]] = step - 1
+                rec[active[hit]] = d.detach()[hit]
         loss = F.cross_entropy(logits, t[active], reduction="sum") + lam * d.pow(2).sum()
         grad, = torch.autograd.grad(loss, d)
         with torch.no_grad():
@@ -370,7 +383,8 @@ def _attack_rows(model, x, t, delta, steps, lr, lam, b1=0.9, b2=0.999, eps=1e-8)
     if active.numel():
         with torch.no_grad():
             norm2[active] = delta[active].pow(2).sum((1, 2))
-    return norm2, done, taken
+            rec[active] = delta[active]
+    return norm2, done, taken, rec
 
 
 def adversarial_robustness(model: nn.Module, clouds: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,

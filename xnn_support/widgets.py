@@ -235,3 +235,35 @@ def graph_node_browser(graph, inference, images, *, k: int = 6, size: int = 16):
 
     top = max(graph.layers[n].n_nodes for n in names) - 1
     return w.interact(update, layer=w.Dropdown(options=names, value=names[0]), node=w.IntSlider(0, 0, top))
+
+
+# --- 06: point-cloud architecture utilities ---
+
+__all__ += ["rotation_explorer"]
+
+
+def rotation_explorer(models, cloud, *, steps: int = 60, samples: int = 4, seed: int = 0):
+    """Rotate a cloud (axis angles theta, phi and angle alpha, as the paper's rotation table) and
+    watch each model's per-point entropy change. The entropy of the rotated cloud is drawn on the
+    unrotated cloud (a rotation-robust network keeps its pattern). ``models``: {name: model};
+    ``cloud`` (N, 3). Each move re-runs :func:`~xnn_support.pointcloud.point_sigma` with a small
+    budget (``steps`` x ``samples``; the same noise for every rotation)."""
+    import math
+
+    import ipywidgets as w
+    import torch
+
+    from . import viz
+    from .pointcloud import point_sigma, rodrigues
+
+    def update(theta=0.0, phi=0.0, alpha=0.0):
+        R = rodrigues(theta, phi, alpha).unsqueeze(0)
+        ents = {name: point_sigma(m, cloud.unsqueeze(0), rotations=R, steps=steps, samples=samples,
+                                  seed=seed).entropy for name, m in models.items()}
+        _show(viz.point_entropy_clouds(cloud.expand(len(ents), -1, -1), torch.cat(list(ents.values())),
+                                       titles=[f"{n}: theta {theta:.2f}, phi {phi:.2f}, alpha {alpha:.2f}"
+                                               for n in ents]))
+
+    return w.interact_manual(update, theta=w.FloatSlider(0.0, min=0.0, max=math.pi, step=0.05),
+                             phi=w.FloatSlider(0.0, min=0.0, max=2 * math.pi, step=0.05),
+                             alpha=w.FloatSlider(0.0, min=0.0, max=2 * math.pi, step=0.05))
