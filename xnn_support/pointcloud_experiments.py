@@ -26,7 +26,7 @@ Deviations: mini networks at 128 points (paper: full networks at 1024), CPU-size
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -38,7 +38,7 @@ from .train import fit
 from .utils import progress as _progress
 
 __all__ = ["Pair", "PAIRS", "PAPER", "PROFILES", "variant_key", "variants", "load_clouds", "train_variants",
-           "evaluate", "run_study", "pair_table", "METRICS", "DistanceNet", "CoordinateNet"]
+           "evaluate", "run_study", "study_jobs", "pair_table", "METRICS", "DistanceNet", "CoordinateNet"]
 
 #: metric -> (column, lower_is_better)
 METRICS: Dict[str, Tuple[str, bool]] = {"rotation": ("rotation non-robustness", True),
@@ -215,36 +215,70 @@ def evaluate(model, test, budget: Dict[str, Any], *, metrics: Sequence[str], see
     return out
 
 
-def run_study(dataset: str, budget: Dict[str, Any], *, pairs: Sequence[Pair] = PAIRS,
-              rotation_training: str = "separate", progress: bool = True) -> List[Dict[str, Any]]:
-    """Every model of ``pairs`` for every seed of ``budget['seeds']``: one row per (seed, variant,
-    training) with its metrics. ``rotation_training``: "separate" (rotation metric on models trained
-    with random SO(3) rotations, the other metrics on aligned training) or "aligned" (one set)."""
+def _job(dataset_parts, name: str, cfg: Dict[str, Any], key: str, training: str, augment: str, seed: int,
+         budget: Dict[str, Any], metrics: Sequence[str], threads: int = 1) -> Dict[str, Any]:
+    """Train (or load) one variant and measure it: one row of :func:`run_study` (runs in a worker)."""
+    torch.set_num_threads(threads)
+    train, val, test = dataset_parts
+    tr = fit(name, train, val, model_config=dict(cfg), epochs=budget["epochs"], lr=budget.get("lr", 2e-3),
+             batch_size=32, schedule="cosine", augment=augment, seed=seed, progress=False, num_threads=threads)
+    ev = evaluate(tr.model, test, budget, metrics=sorted(metrics), seed=seed)
+    return {"seed": seed, "variant": key, "training": training, "val_acc": tr.val_acc,
+            "train_seconds": float(sum(h.get("time", 0.0) for h in tr.history)), "from_cache": tr.from_cache, **ev}
+
+
+def study_jobs(budget: Dict[str, Any], pairs: Sequence[Pair] = PAIRS, rotation_training: str = "separate"):
+    """(key, name, config, training, augment, seed, metrics) for every model the study needs."""
     if rotation_training not in ("separate", "aligned"):
         raise ValueError(f"rotation_training must be 'separate' or 'aligned', got {rotation_training!r}")
-    train, val, test = load_clouds(dataset, budget["points"], budget["n_train"])
-    rows: List[Dict[str, Any]] = []
     plans = [("aligned", "jitter+scale", ("adversarial", "inconsistency") if rotation_training == "separate"
               else tuple(METRICS))]
     if rotation_training == "separate":
         plans.append(("so3", "rotate_so3+jitter+scale", ("rotation",)))
+    jobs = []
     for seed in budget["seeds"]:
         for training, aug, mets in plans:
-            keys: Dict[str, Tuple[str, Dict[str, Any]]] = {}
-            need: Dict[str, set] = {}
+            need: Dict[str, Tuple[str, Dict[str, Any], set]] = {}
             for p in pairs:
                 m = [k for k in p.metrics if k in mets]
                 for v in (p.with_, p.without):
                     if m:
-                        keys.setdefault(variant_key(v), (v[0], dict(v[1])))
-                        need.setdefault(variant_key(v), set()).update(m)
-            trained = train_variants(keys, train, val, epochs=budget["epochs"], seed=seed, augment=aug,
-                                     progress=progress)
-            items = list(trained.items())
-            for key, tr in (_progress(items, desc=f"metrics {training} seed {seed}") if progress else items):
-                ev = evaluate(tr.model, test, budget, metrics=sorted(need[key]), seed=seed)
-                rows.append({"dataset": dataset, "seed": seed, "variant": key, "training": training,
-                             "val_acc": tr.val_acc, **ev})
+                        need.setdefault(variant_key(v), (v[0], dict(v[1]), set()))[2].update(m)
+            jobs += [(key, name, cfg, training, aug, seed, tuple(sorted(ms))) for key, (name, cfg, ms) in need.items()]
+    return jobs
+
+
+def run_study(dataset: str, budget: Dict[str, Any], *, pairs: Sequence[Pair] = PAIRS,
+              rotation_training: str = "separate", workers: int = 1, progress: bool = True) -> List[Dict[str, Any]]:
+    """Every model of ``pairs`` for every seed of ``budget['seeds']``: one row per (seed, variant,
+    training) with its metrics. ``rotation_training``: "separate" (rotation metric on models trained
+    with random SO(3) rotations, the other metrics on aligned training) or "aligned" (one set).
+    ``workers``: processes (one torch thread each; results do not depend on it); trained weights go
+    through the checkpoint cache, so a re-run loads them."""
+    parts = load_clouds(dataset, budget["points"], budget["n_train"])
+    jobs = study_jobs(budget, pairs, rotation_training)
+    args = [(parts, name, cfg, key, training, aug, seed, budget, mets) for key, name, cfg, training, aug, seed, mets
+            in jobs]
+    rows: List[Dict[str, Any]] = []
+    bar = _progress(total=len(args), desc=f"{dataset}: train + measure") if progress else None
+    if workers <= 1:
+        for a in args:
+            rows.append(_job(*a))
+            if bar is not None:
+                bar.update(1)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+            futs = [ex.submit(_job, *a) for a in args]
+            for f in futs:           # in submission order: rows come out in the same order as with 1 worker
+                rows.append(f.result())
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    for r in rows:
+        r["dataset"] = dataset
     return rows
 
 
