@@ -135,8 +135,8 @@ def test_attack_finds_smaller_perturbations_for_a_fragile_model():
     assert float(robust.norm2.min()) >= 32 * 0.5 ** 2 * 0.99
     assert float(fragile.norm2.min()) >= 32 * 0.05 ** 2 * 0.99
     # official Glorot start (||delta_0||^2 ~ 5.5 here): still ordered when the margin dominates
-    g_fragile = pc.adversarial_robustness(Margin(0.05), x, y, steps=400, lr=0.02)
-    g_robust = pc.adversarial_robustness(Margin(0.8), x, y, steps=400, lr=0.02)
+    g_fragile = pc.adversarial_robustness(Margin(0.05), x, y, steps=400, lr=0.02, init="glorot")
+    g_robust = pc.adversarial_robustness(Margin(0.8), x, y, steps=400, lr=0.02, init="glorot")
     assert g_fragile < g_robust / 2
     ar = pc.adversarial_robustness(Margin(0.5), x, y, steps=400, lr=0.02, init="zeros")
     assert ar == pytest.approx(float(robust.norm2.mean()), rel=1e-6)
