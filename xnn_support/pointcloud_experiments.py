@@ -10,7 +10,7 @@ networks in :mod:`xnn_support.models.pointnets` / :mod:`~xnn_support.models.poin
   "predictability" row (no paper number).
 * :func:`load_clouds` -- the embedded analogues: ``digits3d`` (3D MNIST), ``shapes3d`` (ModelNet40),
   ``parts3d`` (ShapeNet; non-uniform per-part density, which gives Arch 1 something to act on).
-* :func:`train_variants` -- one trainer and cache for all models; identical data, epochs, lr,
+* :func:`trained_model` -- one trainer and cache for all models; identical data, epochs, lr,
   augmentation and seed within a pair. ``rotation_training="separate"`` trains the rotation pairs'
   models a second time with random SO(3) augmentation (the official "rr" checkpoints) and measures
   rotation non-robustness on those only.
@@ -37,8 +37,8 @@ from .pointcloud import (attack, feature_scale, inconsistency_from_sigma, point_
 from .train import fit
 from .utils import progress as _progress
 
-__all__ = ["Pair", "PAIRS", "PAPER", "PROFILES", "variant_key", "variants", "load_clouds", "train_variants",
-           "evaluate", "run_study", "study_jobs", "pair_table", "METRICS", "DistanceNet", "CoordinateNet"]
+__all__ = ["Pair", "PAIRS", "PAPER", "PROFILES", "variant_key", "variants", "load_clouds",
+           "evaluate", "run_study", "study_jobs", "trained_model", "pair_table", "METRICS", "DistanceNet", "CoordinateNet"]
 
 #: metric -> (column, lower_is_better)
 METRICS: Dict[str, Tuple[str, bool]] = {"rotation": ("rotation non-robustness", True),
@@ -169,18 +169,6 @@ def load_clouds(dataset: str, points: int, n_train: int, *, seed: int = 0, n_tes
     return train, val, test
 
 
-def train_variants(keys: Dict[str, Tuple[str, Dict[str, Any]]], train, val, *, epochs: int, seed: int,
-                   augment: Optional[str] = "jitter+scale", lr: float = 2e-3, batch_size: int = 32,
-                   progress: bool = True) -> Dict[str, Any]:
-    """Train (or load from the cache) every variant with the same recipe; returns key -> TrainResult."""
-    out = {}
-    items = list(keys.items())
-    for key, (name, cfg) in (_progress(items, desc=f"train seed {seed}") if progress else items):
-        out[key] = fit(name, train, val, model_config=dict(cfg), epochs=epochs, lr=lr, batch_size=batch_size,
-                       schedule="cosine", augment=augment, seed=seed, progress=False, num_threads=1)
-    return out
-
-
 def evaluate(model, test, budget: Dict[str, Any], *, metrics: Sequence[str], seed: int = 0) -> Dict[str, float]:
     """The requested metrics of one model on the first clouds of ``test`` (same clouds, rotations,
     noise, initial deltas and targets for every model given the same seed). Also returns the
@@ -219,36 +207,51 @@ def evaluate(model, test, budget: Dict[str, Any], *, metrics: Sequence[str], see
     return out
 
 
-def _job(dataset_parts, name: str, cfg: Dict[str, Any], key: str, training: str, augment: str, seed: int,
-         budget: Dict[str, Any], metrics: Sequence[str], threads: int = 1) -> Dict[str, Any]:
+AUGMENT = {"aligned": "jitter+scale", "so3": "rotate_so3+jitter+scale"}
+
+
+def trained_model(parts, variant: str, training: str, seed: int, budget: Dict[str, Any], threads: int = 1):
+    """The :class:`~xnn_support.train.TrainResult` of one variant (key of :func:`variants`) with the
+    study's recipe: from the checkpoint cache when the study already trained it."""
+    table = variants()
+    if variant not in table:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(table)}")
+    if training not in AUGMENT:
+        raise ValueError(f"training must be one of {sorted(AUGMENT)}, got {training!r}")
+    name, cfg = table[variant]
+    train, val, _ = parts
+    return fit(name, train, val, model_config=dict(cfg), epochs=budget["epochs"], lr=budget.get("lr", 2e-3),
+               batch_size=32, schedule="cosine", augment=AUGMENT[training], seed=seed, progress=False,
+               num_threads=threads)
+
+
+def _job(parts, key: str, training: str, seed: int, budget: Dict[str, Any], metrics: Sequence[str],
+         threads: int = 1) -> Dict[str, Any]:
     """Train (or load) one variant and measure it: one row of :func:`run_study` (runs in a worker)."""
     torch.set_num_threads(threads)
-    train, val, test = dataset_parts
-    tr = fit(name, train, val, model_config=dict(cfg), epochs=budget["epochs"], lr=budget.get("lr", 2e-3),
-             batch_size=32, schedule="cosine", augment=augment, seed=seed, progress=False, num_threads=threads)
-    ev = evaluate(tr.model, test, budget, metrics=sorted(metrics), seed=seed)
+    tr = trained_model(parts, key, training, seed, budget, threads)
+    ev = evaluate(tr.model, parts[2], budget, metrics=sorted(metrics), seed=seed)
     return {"seed": seed, "variant": key, "training": training, "val_acc": tr.val_acc,
             "train_seconds": float(sum(h.get("time", 0.0) for h in tr.history)), "from_cache": tr.from_cache, **ev}
 
 
 def study_jobs(budget: Dict[str, Any], pairs: Sequence[Pair] = PAIRS, rotation_training: str = "separate"):
-    """(key, name, config, training, augment, seed, metrics) for every model the study needs."""
+    """(variant key, training, seed, metrics) for every model the study needs."""
     if rotation_training not in ("separate", "aligned"):
         raise ValueError(f"rotation_training must be 'separate' or 'aligned', got {rotation_training!r}")
-    plans = [("aligned", "jitter+scale", ("adversarial", "inconsistency") if rotation_training == "separate"
-              else tuple(METRICS))]
+    plans = [("aligned", ("adversarial", "inconsistency") if rotation_training == "separate" else tuple(METRICS))]
     if rotation_training == "separate":
-        plans.append(("so3", "rotate_so3+jitter+scale", ("rotation",)))
+        plans.append(("so3", ("rotation",)))
     jobs = []
     for seed in budget["seeds"]:
-        for training, aug, mets in plans:
+        for training, mets in plans:
             need: Dict[str, Tuple[str, Dict[str, Any], set]] = {}
             for p in pairs:
                 m = [k for k in p.metrics if k in mets]
                 for v in (p.with_, p.without):
                     if m:
                         need.setdefault(variant_key(v), (v[0], dict(v[1]), set()))[2].update(m)
-            jobs += [(key, name, cfg, training, aug, seed, tuple(sorted(ms))) for key, (name, cfg, ms) in need.items()]
+            jobs += [(key, training, seed, tuple(sorted(ms))) for key, (_, _, ms) in need.items()]
     return jobs
 
 
@@ -261,8 +264,7 @@ def run_study(dataset: str, budget: Dict[str, Any], *, pairs: Sequence[Pair] = P
     through the checkpoint cache, so a re-run loads them."""
     parts = load_clouds(dataset, budget["points"], budget["n_train"])
     jobs = study_jobs(budget, pairs, rotation_training)
-    args = [(parts, name, cfg, key, training, aug, seed, budget, mets) for key, name, cfg, training, aug, seed, mets
-            in jobs]
+    args = [(parts, key, training, seed, budget, mets) for key, training, seed, mets in jobs]
     rows: List[Dict[str, Any]] = []
     bar = _progress(total=len(args), desc=f"{dataset}: train + measure") if progress else None
     if workers <= 1:
