@@ -38,7 +38,7 @@ from .train import fit
 from .utils import progress as _progress
 
 __all__ = ["Pair", "PAIRS", "PAPER", "PROFILES", "variant_key", "variants", "load_clouds",
-           "evaluate", "run_study", "study_jobs", "trained_model", "pair_table", "METRICS", "DistanceNet", "CoordinateNet"]
+           "evaluate", "run_study", "study_jobs", "trained_model", "pair_table", "pair_slug", "METRICS", "DistanceNet", "CoordinateNet"]
 
 #: metric -> (column, lower_is_better)
 METRICS: Dict[str, Tuple[str, bool]] = {"rotation": ("rotation non-robustness", True),
@@ -347,3 +347,9 @@ class CoordinateNet(torch.nn.Module):
 
     def forward(self, x):
         return self.out(self.head(self.point(x).max(1).values))
+
+
+def pair_slug(p: Pair) -> str:
+    """Short stable name of a pair for the ledger, e.g. 'arch3_point2sequence4_vs_3scales'."""
+    return (p.arch.replace(" ", "").lower() + "_" + p.model.lower().replace("+", "p").replace(" ", "")
+            .replace("(", "").replace(")", "").replace("vs", "_vs_"))

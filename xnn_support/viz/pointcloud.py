@@ -109,6 +109,8 @@ def pair_delta_bars(table, *, title: Optional[str] = None):
         ax.set_yticks(y)
         ax.set_yticklabels([f"{a} {m}" for a, m in zip(sub["arch"], sub["model"])], fontsize=8)
         ax.axvline(0, color="k", lw=0.8)
+        span = float(np.nanmax(np.abs(sub["Delta"]) + sub["Delta sd"].fillna(0))) * 1.1 or 1.0
+        ax.set_xlim(-span, span)  # zero in the middle, like the lecture's axis on top
         ax.set_title(met, fontsize=9)
         ax.set_xlabel("Delta (ours; + = module helps)")
         pap = sub["paper Delta"].astype(float)
