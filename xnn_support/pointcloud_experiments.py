@@ -225,12 +225,49 @@ def trained_model(parts, variant: str, training: str, seed: int, budget: Dict[st
                num_threads=threads)
 
 
+_METRIC_SOURCES = ("pointcloud.py", "pointcloud_experiments.py", "sigma.py", "sigma_config.py", "sigma_adapters.py",
+                   "sigma_result.py", "models/pointgeom.py", "models/pointnets_base.py", "models/pointnets.py",
+                   "models/pointnets_seq.py")
+
+
+def _metric_source_hash() -> str:
+    import hashlib
+    from pathlib import Path
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in _METRIC_SOURCES:
+        h.update((root / f).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _job(parts, key: str, training: str, seed: int, budget: Dict[str, Any], metrics: Sequence[str],
-         threads: int = 1) -> Dict[str, Any]:
-    """Train (or load) one variant and measure it: one row of :func:`run_study` (runs in a worker)."""
+         threads: int = 1, memo: bool = True) -> Dict[str, Any]:
+    """Train (or load) one variant and measure it: one row of :func:`run_study` (runs in a worker).
+    With ``memo`` the measurements are kept in the cache (``results/<key>.json``) under a key made
+    of the trained weights' cache key, the test clouds, the budget, the metrics and the source of
+    the metric code: a re-run with nothing changed reads them back."""
+    import json
+    import os
+    from .cache import cache_dir, data_fingerprint, make_key
     torch.set_num_threads(threads)
     tr = trained_model(parts, key, training, seed, budget, threads)
-    ev = evaluate(tr.model, parts[2], budget, metrics=sorted(metrics), seed=seed)
+    mkey = make_key({"train": tr.key, "test": data_fingerprint(parts[2]), "budget": budget, "metrics": sorted(metrics),
+                     "seed": seed, "source": _metric_source_hash()})
+    path = cache_dir() / "results" / f"{mkey}.json"
+    ev = None
+    if memo and path.exists():
+        try:
+            ev = dict(json.loads(path.read_text()), metrics_cached=True)
+        except (OSError, ValueError):
+            ev = None
+    if ev is None:
+        ev = evaluate(tr.model, parts[2], budget, metrics=sorted(metrics), seed=seed)
+        if memo:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(ev))
+            os.replace(tmp, path)
+        ev["metrics_cached"] = False
     return {"seed": seed, "variant": key, "training": training, "val_acc": tr.val_acc,
             "train_seconds": float(sum(h.get("time", 0.0) for h in tr.history)), "from_cache": tr.from_cache, **ev}
 
