@@ -64,3 +64,9 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     assert t[["w/", "w/o", "Delta"]].notna().all().all()
     trainings = {(r["variant"], r["training"]) for r in rows}
     assert ("pointnet2", "so3") in trainings and ("pointnet2", "aligned") in trainings
+    assert not any(r["metrics_cached"] for r in rows)
+    again = X.run_study("digits3d", budget, pairs=pairs, progress=False)     # weights and measurements cached
+    assert all(r["metrics_cached"] and r["from_cache"] for r in again)
+    keep = lambda r: {k: v for k, v in r.items() if k not in ("metrics_cached", "from_cache", "eval_seconds")}  # noqa: E731
+    import pandas as pd
+    assert pd.DataFrame([keep(r) for r in again]).equals(pd.DataFrame([keep(r) for r in rows]))  # NaN == NaN
