@@ -237,3 +237,18 @@ def test_part_iou_and_peak_positions_on_a_planted_detector():
     pos, sc, mp = peak_positions(Net(), "pool", x)
     assert pos.shape == (1, 2, 2) and mp.shape == (2, 1, 4, 4)
     assert pos[0, 0].tolist() == [4.5, 2.5] and pos[0, 1].tolist() == [0.5, 6.5]
+
+
+def test_paper_loss_closed_form_backward_matches_autograd():
+    from xnn_support.icnn import _MinusMI, _paper_loss, _paper_loss_autograd
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(5, 3, 6, 6, generator=g, dtype=torch.float64) ** 3 * 4
+    a1, a2 = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
+    w = torch.rand(3, generator=g, dtype=torch.float64)
+    l1, l2 = _paper_loss(a1), _paper_loss_autograd(a2)
+    assert torch.allclose(l1, l2, rtol=1e-10, atol=1e-12)
+    (l1 * w).sum().backward()
+    (l2 * w).sum().backward()
+    assert torch.allclose(a1.grad, a2.grad, rtol=1e-8, atol=1e-12)
+    s = torch.randn(4, 2, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_MinusMI.apply, (s,))
