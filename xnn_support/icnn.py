@@ -278,17 +278,6 @@ def _paper_loss(a: torch.Tensor, beta: float = 4.0) -> torch.Tensor:
     return _MinusMI.apply(torch.cat([s_pos, s_neg], 2))              # uniform prior 1/(1 + n^2)
 
 
-def _paper_loss_autograd(a: torch.Tensor, beta: float = 4.0) -> torch.Tensor:
-    """Reference: the same -MI through plain autograd (tests compare the two)."""
-    B, D, n, _ = a.shape
-    tau = 0.5 / n ** 2
-    s = torch.cat([template_scores(a, tau, beta).flatten(2), -tau * a.sum((2, 3))[..., None]], 2)
-    log_px_t = torch.log_softmax(s, dim=0)                           # log p(x | T), Z_T over the batch
-    log_prior = -math.log(n * n + 1)                                 # every template: 1/(1+n^2)
-    log_px = torch.logsumexp(log_px_t + log_prior, dim=2, keepdim=True)
-    return -(math.exp(log_prior) * log_px_t.exp() * (log_px_t - log_px)).sum((0, 2))
-
-
 def _update_classes(layer: InterpretableConv2d, a: torch.Tensor, y: torch.Tensor) -> None:
     """EMA (0.9) over batches of the mean per-image max activation of each class (official code)."""
     peak = a.detach().flatten(2).amax(2)                             # (B, D)
