@@ -41,7 +41,7 @@ Equations -> functions: templates (eq. for t_ij) :func:`template_kernel`, :func:
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
