@@ -6,6 +6,9 @@
   (ratio <= 0.05). Maps: 16 filters of 16x16 under 16 of 8x8, 12 / 6 nodes per filter.
 * ``graph/scaling``: mining time on 4N images vs 4 x the time on N images (linear growth:
   target ratio <= 1.3).
+
+Both rows run with one torch thread, as the other benchmarks: on a shared 2-core machine two
+OpenMP threads make these small kernels slower and erratic.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from collections import OrderedDict
 import torch
 
 from .bench import Row, benchmark, paired, timeit
+from .bench_discarding import _one_thread
 
 
 def _maps(n: int, c: int = 16, seed: int = 0):
@@ -26,6 +30,7 @@ _GEO = {"low": (4.0, 1.5), "top": (8.0, 3.5)}
 
 
 @benchmark("graph/mining")
+@_one_thread
 def _mining_rows(quick: bool):
     from .explanatory_graph import mine
 
@@ -40,6 +45,7 @@ def _mining_rows(quick: bool):
 
 
 @benchmark("graph/scaling")
+@_one_thread
 def _scaling_rows(quick: bool):
     from .explanatory_graph import mine
 
