@@ -26,7 +26,8 @@ def _scatter(ax, p, c, vmin, vmax, cmap, size=6, elev=20, azim=-60):
 
 @_detached
 def point_entropy_clouds(clouds, entropies, *, titles: Optional[Sequence[str]] = None, cols: int = 4,
-                         cmap: str = "magma", title: Optional[str] = None, label: str = "entropy H_i (nats)"):
+                         cmap: str = "magma", title: Optional[str] = None, label: str = "entropy H_i (nats)",
+                         elev: float = 20, azim: float = -60):
     """Clouds (n, N, 3) coloured by per-point entropy (n, N) on one colour scale: bright points are
     the ones the network lets vary (discarded information), dark ones it keeps."""
     clouds, ent = _np(clouds), _np(entropies)
@@ -38,7 +39,7 @@ def point_entropy_clouds(clouds, entropies, *, titles: Optional[Sequence[str]] =
     sc = None
     for k in range(n):
         ax = fig.add_subplot(rows, cols, k + 1, projection="3d")
-        sc = _scatter(ax, clouds[k], ent[k], vmin, vmax, cmap)
+        sc = _scatter(ax, clouds[k], ent[k], vmin, vmax, cmap, elev=elev, azim=azim)
         if titles is not None:
             ax.set_title(titles[k], fontsize=8)
     fig.colorbar(sc, ax=fig.axes, shrink=0.6, label=label)
@@ -48,7 +49,8 @@ def point_entropy_clouds(clouds, entropies, *, titles: Optional[Sequence[str]] =
 
 
 @_detached
-def rotation_entropy_rows(cloud, entropies_by_model, *, cmap: str = "magma", title: Optional[str] = None):
+def rotation_entropy_rows(cloud, entropies_by_model, *, cmap: str = "magma", title: Optional[str] = None,
+                          elev: float = 20, azim: float = -60):
     """One row per model, one column per rotation: the per-point entropy of the rotated cloud drawn
     on the *unrotated* cloud, so a rotation-robust network shows the same pattern in every column.
     ``entropies_by_model``: {name: (K, N) entropies}."""
@@ -61,7 +63,7 @@ def rotation_entropy_rows(cloud, entropies_by_model, *, cmap: str = "magma", tit
         vmin, vmax = np.nanpercentile(e, 2), np.nanpercentile(e, 98)
         for k in range(K):
             ax = fig.add_subplot(len(names), K, r * K + k + 1, projection="3d")
-            _scatter(ax, p, e[k], vmin, vmax, cmap, size=4)
+            _scatter(ax, p, e[k], vmin, vmax, cmap, size=4, elev=elev, azim=azim)
             if k == 0:
                 ax.text2D(-0.15, 0.5, name, transform=ax.transAxes, rotation=90, va="center", fontsize=8)
             if r == 0:
@@ -73,7 +75,7 @@ def rotation_entropy_rows(cloud, entropies_by_model, *, cmap: str = "magma", tit
 
 @_detached
 def adversarial_clouds(clouds, deltas, *, titles: Optional[Sequence[str]] = None, cmap: str = "viridis",
-                       title: Optional[str] = None):
+                       title: Optional[str] = None, elev: float = 20, azim: float = -60):
     """Top row: clean clouds; bottom row: X + delta coloured by |delta_i| (where the attack moved points)."""
     clouds, deltas = _np(clouds), _np(deltas)
     n = len(clouds)
@@ -83,10 +85,10 @@ def adversarial_clouds(clouds, deltas, *, titles: Optional[Sequence[str]] = None
     sc = None
     for k in range(n):
         ax = fig.add_subplot(2, n, k + 1, projection="3d")
-        _scatter(ax, clouds[k], clouds[k][:, 2], None, None, "Greys", size=4)
+        _scatter(ax, clouds[k], clouds[k][:, 2], None, None, "Greys", size=4, elev=elev, azim=azim)
         ax.set_title(titles[k] if titles is not None else f"cloud {k}", fontsize=8)
         ax = fig.add_subplot(2, n, n + k + 1, projection="3d")
-        sc = _scatter(ax, clouds[k] + deltas[k], mag[k], 0, vmax, cmap, size=5)
+        sc = _scatter(ax, clouds[k] + deltas[k], mag[k], 0, vmax, cmap, size=5, elev=elev, azim=azim)
         ax.set_title(f"||delta||^2 = {float((deltas[k] ** 2).sum()):.2f}", fontsize=8)
     fig.colorbar(sc, ax=fig.axes, shrink=0.6, label="|delta_i|")
     if title:
