@@ -26,3 +26,9 @@ def test_failing_benchmark_becomes_a_row():
         bench._REGISTRY.pop("zz/broken")
     with pytest.raises(KeyError):
         bench.run_benchmarks(only=["no-such-benchmark"], log=lambda s: None)
+
+
+def test_pointcloud_rows_run(capsys):
+    assert cli.main(["bench", "--only", "pointcloud/attack,pointcloud/sigma", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "attack:" in out and "point sigma:" in out and "failed" not in out
