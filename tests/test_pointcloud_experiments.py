@@ -58,15 +58,30 @@ def test_tiny_study_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("XNN_CACHE", str(tmp_path))
     budget = dict(X.PROFILES["smoke"], n_train=60, epochs=1)
     pairs = [p for p in X.PAIRS if p.model == "PointNet++" and p.arch in ("Arch 2", "Arch 3")]
-    rows = X.run_study("digits3d", budget, pairs=pairs, progress=False)
+    rows = X.run_study("digits3d", budget, pairs=pairs, rotation_training="separate", progress=False)
     t = X.pair_table(rows, pairs, dataset="digits3d")
     assert set(t.metric) == {"rotation non-robustness", "adversarial robustness", "neighbourhood inconsistency"}
     assert t[["w/", "w/o", "Delta"]].notna().all().all()
     trainings = {(r["variant"], r["training"]) for r in rows}
     assert ("pointnet2", "so3") in trainings and ("pointnet2", "aligned") in trainings
     assert not any(r["metrics_cached"] for r in rows)
-    again = X.run_study("digits3d", budget, pairs=pairs, progress=False)     # weights and measurements cached
+    again = X.run_study("digits3d", budget, pairs=pairs, rotation_training="separate", progress=False)  # all cached
     assert all(r["metrics_cached"] and r["from_cache"] for r in again)
     keep = lambda r: {k: v for k, v in r.items() if k not in ("metrics_cached", "from_cache", "eval_seconds")}  # noqa: E731
     import pandas as pd
     assert pd.DataFrame([keep(r) for r in again]).equals(pd.DataFrame([keep(r) for r in rows]))  # NaN == NaN
+
+
+def test_all_metrics_for_every_pair_on_aligned_networks(tmp_path, monkeypatch):
+    monkeypatch.setenv("XNN_CACHE", str(tmp_path))
+    budget = dict(X.PROFILES["smoke"], n_train=60, epochs=1)
+    pairs = [p for p in X.PAIRS if p.model == "PointNet++" and p.arch in ("Arch 1", "Arch 4")]
+    jobs = X.study_jobs(budget, pairs, "aligned", all_metrics=True)
+    assert {j[0] for j in jobs} == {"pointnet2", "pointnet2[density=True]", "pointnet2[orientation=True]"}
+    assert all(j[3] == ("adversarial", "inconsistency", "rotation") for j in jobs)
+    only = X.study_jobs(budget, pairs, "aligned", all_metrics=False)
+    assert dict((j[0], j[3]) for j in only)["pointnet2[density=True]"] == ("adversarial",)
+    rows = X.run_study("digits3d", budget, pairs=pairs, progress=False)
+    full = X.pair_table(rows, pairs, dataset="digits3d", all_metrics=True)
+    assert len(full) == 6 and full.hypothesis.sum() == 2
+    assert set(full[full.hypothesis].metric) == {"adversarial robustness", "rotation non-robustness"}

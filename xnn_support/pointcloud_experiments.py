@@ -243,37 +243,47 @@ def _metric_source_hash() -> str:
 def _job(parts, key: str, training: str, seed: int, budget: Dict[str, Any], metrics: Sequence[str],
          threads: int = 1, memo: bool = True) -> Dict[str, Any]:
     """Train (or load) one variant and measure it: one row of :func:`run_study` (runs in a worker).
-    With ``memo`` the measurements are kept in the cache (``results/<key>.json``) under a key made
-    of the trained weights' cache key, the test clouds, the budget, the metrics and the source of
-    the metric code: a re-run with nothing changed reads them back."""
+    With ``memo`` each metric's measurement is kept in the cache (``results/<key>.json``) under a key
+    made of the trained weights' cache key, the test clouds, the budget, the metric and the source of
+    the metric code: a re-run with nothing changed reads them back, and asking for one more metric
+    measures only that one."""
     import json
     import os
     from .cache import cache_dir, data_fingerprint, make_key
     torch.set_num_threads(threads)
     tr = trained_model(parts, key, training, seed, budget, threads)
-    mkey = make_key({"train": tr.key, "test": data_fingerprint(parts[2]), "budget": budget, "metrics": sorted(metrics),
-                     "seed": seed, "source": _metric_source_hash()})
-    path = cache_dir() / "results" / f"{mkey}.json"
-    ev = None
-    if memo and path.exists():
-        try:
-            ev = dict(json.loads(path.read_text()), metrics_cached=True)
-        except (OSError, ValueError):
-            ev = None
-    if ev is None:
-        ev = evaluate(tr.model, parts[2], budget, metrics=sorted(metrics), seed=seed)
-        if memo:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(ev))
-            os.replace(tmp, path)
-        ev["metrics_cached"] = False
+    row: Dict[str, Any] = {}
+    cached, seconds = [], 0.0
+    for met in sorted(metrics):
+        mkey = make_key({"train": tr.key, "test": data_fingerprint(parts[2]), "budget": budget, "metric": met,
+                         "seed": seed, "source": _metric_source_hash()})
+        path = cache_dir() / "results" / f"{mkey}.json"
+        ev = None
+        if memo and path.exists():
+            try:
+                ev = json.loads(path.read_text())
+            except (OSError, ValueError):
+                ev = None
+        cached.append(ev is not None)
+        if ev is None:
+            ev = evaluate(tr.model, parts[2], budget, metrics=[met], seed=seed)
+            if memo:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(ev))
+                os.replace(tmp, path)
+        seconds += ev.pop("eval_seconds", 0.0)
+        row.update(ev)
     return {"seed": seed, "variant": key, "training": training, "val_acc": tr.val_acc,
-            "train_seconds": float(sum(h.get("time", 0.0) for h in tr.history)), "from_cache": tr.from_cache, **ev}
+            "train_seconds": float(sum(h.get("time", 0.0) for h in tr.history)), "from_cache": tr.from_cache,
+            **row, "eval_seconds": seconds, "metrics_cached": bool(cached) and all(cached)}
 
 
-def study_jobs(budget: Dict[str, Any], pairs: Sequence[Pair] = PAIRS, rotation_training: str = "separate"):
-    """(variant key, training, seed, metrics) for every model the study needs."""
+def study_jobs(budget: Dict[str, Any], pairs: Sequence[Pair] = PAIRS, rotation_training: str = "aligned",
+               all_metrics: bool = True):
+    """(variant key, training, seed, metrics) for every model the study needs. ``all_metrics``: every
+    model gets every metric its training allows (so each pair shows all three), else only the
+    metrics of its pairs' hypotheses."""
     if rotation_training not in ("separate", "aligned"):
         raise ValueError(f"rotation_training must be 'separate' or 'aligned', got {rotation_training!r}")
     plans = [("aligned", ("adversarial", "inconsistency") if rotation_training == "separate" else tuple(METRICS))]
@@ -284,7 +294,9 @@ def study_jobs(budget: Dict[str, Any], pairs: Sequence[Pair] = PAIRS, rotation_t
         for training, mets in plans:
             need: Dict[str, Tuple[str, Dict[str, Any], set]] = {}
             for p in pairs:
-                m = [k for k in p.metrics if k in mets]
+                m = [k for k in (METRICS if all_metrics else p.metrics) if k in mets]
+                if training == "so3" and not any(k in p.metrics for k in mets):
+                    continue  # rotation copies only for the rotation pairs
                 for v in (p.with_, p.without):
                     if m:
                         need.setdefault(variant_key(v), (v[0], dict(v[1]), set()))[2].update(m)
@@ -293,14 +305,15 @@ def study_jobs(budget: Dict[str, Any], pairs: Sequence[Pair] = PAIRS, rotation_t
 
 
 def run_study(dataset: str, budget: Dict[str, Any], *, pairs: Sequence[Pair] = PAIRS,
-              rotation_training: str = "separate", workers: int = 1, progress: bool = True) -> List[Dict[str, Any]]:
+              rotation_training: str = "aligned", all_metrics: bool = True, workers: int = 1,
+              progress: bool = True) -> List[Dict[str, Any]]:
     """Every model of ``pairs`` for every seed of ``budget['seeds']``: one row per (seed, variant,
     training) with its metrics. ``rotation_training``: "separate" (rotation metric on models trained
     with random SO(3) rotations, the other metrics on aligned training) or "aligned" (one set).
     ``workers``: processes (one torch thread each; results do not depend on it); trained weights go
     through the checkpoint cache, so a re-run loads them."""
     parts = load_clouds(dataset, budget["points"], budget["n_train"])
-    jobs = study_jobs(budget, pairs, rotation_training)
+    jobs = study_jobs(budget, pairs, rotation_training, all_metrics)
     args = [(parts, key, training, seed, budget, mets) for key, training, seed, mets in jobs]
     rows: List[Dict[str, Any]] = []
     bar = _progress(total=len(args), desc=f"{dataset}: train + measure") if progress else None
@@ -325,14 +338,17 @@ def run_study(dataset: str, budget: Dict[str, Any], *, pairs: Sequence[Pair] = P
     return rows
 
 
-def pair_table(rows: List[Dict[str, Any]], pairs: Sequence[Pair] = PAIRS, dataset: Optional[str] = None):
+def pair_table(rows: List[Dict[str, Any]], pairs: Sequence[Pair] = PAIRS, dataset: Optional[str] = None,
+               all_metrics: bool = False):
     """pandas DataFrame, one row per (pair, metric): w/ and w/o mean +- sd over seeds, Delta (lecture
-    sign: positive = the module helps), seeds agreeing with the hypothesis, the lecture's numbers."""
+    sign: positive = the module helps), seeds agreeing with the hypothesis, the lecture's numbers.
+    ``all_metrics``: every metric measured on both members (column ``hypothesis`` marks the pair's
+    own), else only the hypotheses' metrics."""
     import pandas as pd
     df = pd.DataFrame(rows)
     out = []
     for p in pairs:
-        for met in p.metrics:
+        for met in (METRICS if all_metrics else p.metrics):
             col, lower = METRICS[met]
             sub = df[df[met].notna()] if met in df else df.iloc[0:0]
             if dataset is not None:
@@ -344,7 +360,8 @@ def pair_table(rows: List[Dict[str, Any]], pairs: Sequence[Pair] = PAIRS, datase
                 continue
             d = (wo[common] - w[common]) if lower else (w[common] - wo[common])
             paper = PAPER.get((p.label, met), {}).get(dataset or "", (None, None, None))
-            out.append({"arch": p.arch, "model": p.model, "metric": col, "w/": w[common].mean(),
+            out.append({"arch": p.arch, "model": p.model, "metric": col, "hypothesis": met in p.metrics,
+                        "w/": w[common].mean(),
                         "w/ sd": w[common].std(ddof=1) if len(common) > 1 else float("nan"),
                         "w/o": wo[common].mean(), "w/o sd": wo[common].std(ddof=1) if len(common) > 1 else float("nan"),
                         "Delta": d.mean(), "Delta sd": d.std(ddof=1) if len(common) > 1 else float("nan"),
