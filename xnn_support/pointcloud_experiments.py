@@ -371,36 +371,38 @@ def pair_table(rows: List[Dict[str, Any]], pairs: Sequence[Pair] = PAIRS, datase
 
 
 # ------------------------------------------------------------------------------------ planted checks
-class DistanceNet(torch.nn.Module):
+class _PlantedNet(torch.nn.Module):
+    """Per-point MLP on ``point_features(x)`` + max-pool + head (``feature_layer = "head"``)."""
+    feature_layer = "head"
+    in_features = 3
+
+    def __init__(self, num_classes: int = 10, width: int = 64):
+        super().__init__()
+        self.point = torch.nn.Sequential(torch.nn.Linear(self.in_features, width), torch.nn.ReLU(),
+                                         torch.nn.Linear(width, width))
+        self.head = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU())
+        self.out = torch.nn.Linear(width, num_classes)
+
+    def point_features(self, x):
+        return x
+
+    def forward(self, x):
+        return self.out(self.head(self.point(self.point_features(x)).max(1).values))
+
+
+class DistanceNet(_PlantedNet):
     """A network that sees only distances (to the centroid and between points): its feature is exactly
     rotation-invariant, so its rotation non-robustness must sit at the estimator's noise floor."""
-    feature_layer = "head"
+    in_features = 4
 
-    def __init__(self, num_classes: int = 10, width: int = 64):
-        super().__init__()
-        self.point = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.ReLU(), torch.nn.Linear(width, width))
-        self.head = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU())
-        self.out = torch.nn.Linear(width, num_classes)
-
-    def forward(self, x):
+    def point_features(self, x):
         d = torch.cdist(x, x)
         c = (x - x.mean(1, keepdim=True)).norm(dim=-1)
-        f = torch.stack([c, d.mean(-1), torch.exp(-4 * d).mean(-1), d.max(-1).values], -1)
-        return self.out(self.head(self.point(f).max(1).values))
+        return torch.stack([c, d.mean(-1), torch.exp(-4 * d).mean(-1), d.max(-1).values], -1)
 
 
-class CoordinateNet(torch.nn.Module):
+class CoordinateNet(_PlantedNet):
     """A plain per-point MLP on raw coordinates + max-pool: nothing makes it rotation-robust."""
-    feature_layer = "head"
-
-    def __init__(self, num_classes: int = 10, width: int = 64):
-        super().__init__()
-        self.point = torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.ReLU(), torch.nn.Linear(width, width))
-        self.head = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU())
-        self.out = torch.nn.Linear(width, num_classes)
-
-    def forward(self, x):
-        return self.out(self.head(self.point(x).max(1).values))
 
 
 def pair_slug(p: Pair) -> str:
