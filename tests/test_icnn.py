@@ -265,3 +265,42 @@ def test_paper_loss_closed_form_backward_matches_autograd():
     assert torch.allclose(a1.grad, a2.grad, rtol=1e-8, atol=1e-12)
     s = torch.randn(4, 2, 7, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(_MinusMI.apply, (s,))
+
+
+# ----------------------------------------------------------------------------- experiments (notebook 02)
+def test_placements_put_the_interpretable_layers_where_the_sweep_says():
+    from xnn_support.icnn import interpretable_layers
+    from xnn_support.icnn_experiments import ARCHS, build_net
+    x = torch.randn(2, 3, 64, 64)
+    expect = {"vgg": ({"features.1"}, 16), "vgg_low": ({"features.9.1"}, 32),
+              "vgg_two": ({"features.0.14", "features.1"}, 16)}
+    for arch, (names, n) in expect.items():
+        net = build_net(arch, "code", 2, seed=0).eval()
+        assert set(interpretable_layers(net)) == names
+        with torch.no_grad():
+            assert net(x).shape == (2, 2)
+        assert net.get_submodule(ARCHS[arch]["layer"]).last_a.shape[-1] == n
+        # every regularised layer masks its map in the forward pass
+        assert all(m.last_mask is not None for m in interpretable_layers(net).values())
+    plain = build_net("vgg_two", "ordinary", 2, seed=0)
+    assert all(m.mode == "ordinary" for m in interpretable_layers(plain).values())
+
+
+def test_run_sweep_tiny_rows_and_validation(tmp_path, monkeypatch):
+    monkeypatch.setenv("XNN_CACHE", str(tmp_path))
+    from xnn_support.icnn_experiments import run_sweep, summarise
+    from xnn_support.icnn_experiments import sweep_effects
+    variants = [{"name": "ord", "mode": "ordinary"},
+                {"name": "two", "arch": "vgg_two", "mode": "code", "weight": 1.0, "object_centric": False},
+                {"name": "code", "mode": "code", "weight": 1.0}]
+    rows = run_sweep(variants, seeds=[0], n=60, epochs=1, top_n=5, progress=False)
+    assert [r["variant"] for r in rows] == ["ord", "two", "code"]
+    eff = sweep_effects(rows)      # "two" has no ordinary twin (other arch and data): left out
+    assert list(eff.index) == ["code"] and eff.loc["code", "baseline"] == "ord"
+    assert eff.loc["code", "rel_change_mean"] == pytest.approx(rows[2]["instability"] / rows[0]["instability"] - 1)
+    for r in rows:
+        assert 0.0 <= r["acc"] <= 1.0 and np.isfinite(r["instability"]) and 0.0 <= r["part_iou"] <= 1.0
+    assert rows[1]["arch"] == "vgg_two" and rows[1]["weight"] == 1.0
+    assert len(summarise(rows)) == 3
+    with pytest.raises(ValueError, match="bad setting"):
+        run_sweep([{"name": "x", "arch": "nope", "mode": "code"}], seeds=[0], n=60, epochs=1)

@@ -97,6 +97,34 @@ def icnn_summary_bars(table, metric: str = "instability", *, paper: Optional[Dic
 
 
 @_detached
+def icnn_sweep_bars(table, metric: str = "instability", *, reference: Optional[Dict[str, float]] = None,
+                    title: Optional[str] = None):
+    """Horizontal bars (mean +- sd over seeds) of ``metric`` per sweep variant, from
+    :func:`xnn_support.icnn_experiments.summarise` of sweep rows; ``reference``: {label: value}
+    drawn as vertical lines (e.g. the main grid's ordinary and code nets); accuracy is printed
+    beside each bar when the table has it."""
+    names = list(table.index)
+    mean = table[(metric, "mean")].to_numpy(float)
+    sd = np.nan_to_num(table[(metric, "std")].to_numpy(float))
+    y = np.arange(len(names))[::-1]
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(names) + 1.4))
+    colors = ["0.6" if str(n).startswith("ordinary") else "C1" for n in names]
+    ax.barh(y, mean, xerr=sd, color=colors, capsize=2)
+    if ("acc", "mean") in table.columns:
+        for yi, m, s_, a in zip(y, mean, sd, table[("acc", "mean")].to_numpy(float)):
+            ax.text(m + s_, yi, f"  acc {a:.2f}", va="center", fontsize=7, color="0.3")
+    for j, (lab, v) in enumerate((reference or {}).items()):
+        ax.axvline(v, ls="--", lw=1, color=f"C{j}")
+        ax.text(v, len(names) - 0.4, lab, fontsize=7, rotation=90, va="top", ha="right", color=f"C{j}")
+    ax.set_yticks(y, [str(n) for n in names], fontsize=7)
+    ax.set_xlabel(f"{metric} (mean +- sd over seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title or f"{metric} per variant (grey: ordinary nets)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+@_detached
 def icnn_templates(n: int = 14, positions: Sequence[Tuple[int, int]] = ((3, 3), (7, 10)), beta: float = 4.0):
     """A few positive templates T_mu and the negative template (paper's tau = 0.5 / n^2)."""
     from ..icnn import positive_templates
