@@ -126,6 +126,19 @@ def test_instability_planted():
     assert s_glued < 1e-5 < s_rand
 
 
+def test_instability_of_an_immobile_unit_is_the_landmark_spread():
+    """The reference the notebook reports: a unit that never moves scores the sd of the landmark's
+    distance to it, so a small landmark spread alone gives a small instability."""
+    g = torch.Generator().manual_seed(1)
+    lm = torch.randn(60, 1, 2, generator=g) * 3 + 32
+    pix = torch.full((60, 1, 2), 31.5)
+    s = ge.instability(pix, torch.ones(60, 1), lm, top_images=60, diag=90.0)
+    ref = (lm[:, 0] - 31.5).norm(dim=-1).std() / 90.0
+    assert s == pytest.approx(float(ref), rel=1e-5)
+    wide = ge.instability(pix, torch.ones(60, 1), (lm - 32) * 4 + 32, top_images=60, diag=90.0)
+    assert wide > 3 * s
+
+
 def test_fewshot_picks_the_tracking_node():
     g = torch.Generator().manual_seed(0)
     N = 40
@@ -145,3 +158,50 @@ def test_mine_rejects_bad_input():
         mine(OrderedDict(a=torch.rand(2, 4, 4)), geometry={"a": 1})
     with pytest.raises(ValueError, match="same images"):
         mine(OrderedDict(a=torch.rand(2, 1, 4, 4), b=torch.rand(3, 1, 2, 2)), geometry={"a": 1, "b": 2})
+
+
+def test_mobility_zero_for_immobile_and_matches_rms():
+    g = torch.Generator().manual_seed(2)
+    still = torch.full((30, 1, 2), 10.0)
+    moving = torch.randn(30, 1, 2, generator=g) * 2 + 20
+    assert ge.mobility(still, torch.ones(30, 1), top_images=30) == 0.0
+    ref = (moving[:, 0] - moving[:, 0].mean(0)).pow(2).sum(-1).mean().sqrt() / 5.0
+    assert ge.mobility(moving, torch.ones(30, 1), top_images=30, diag=5.0) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_mirror_moves_landmarks_with_the_pixels_and_is_an_involution():
+    from xnn_support import data
+    from xnn_support.graph_experiments import facing_right, mirror
+    ds = data.creatures(12, 64, categories=("bird",), negatives=0.0, object_centric=True, seed=3)
+    which = torch.arange(12) % 2 == 0
+    mi = mirror(ds, which)
+    assert torch.equal(mi.images[1], ds.images[1]) and torch.equal(mi.images[0], ds.images[0].flip(-1))
+    # the head landmark stays inside the (mirrored) head mask
+    h = ds.part_names.index("head")
+    r, c = mi.landmarks[0, 0].round().long().tolist()
+    assert mi.part_masks[0, h, max(r - 2, 0):r + 3, max(c - 2, 0):c + 3].any()
+    assert torch.equal(facing_right(mi)[which], ~facing_right(ds)[which])
+    back = mirror(mi, which)
+    torch.testing.assert_close(back.landmarks, ds.landmarks, equal_nan=True)
+    torch.testing.assert_close(back.boxes, ds.boxes, equal_nan=True)
+    assert torch.equal(back.images, ds.images)
+
+
+def test_choose_flips_aligns_planted_mirrored_maps():
+    """Half the images are the mirrors of the other half's pattern; without labels the choice must put
+    (nearly) all of them in one orientation."""
+    from xnn_support.graph_experiments import choose_flips
+    fm, *_ = planted(N=120, seed=4)
+    g = torch.Generator().manual_seed(0)
+    flip = torch.rand(120, generator=g) < 0.5
+    obs = OrderedDict((k, torch.where(flip.view(-1, 1, 1, 1), v.flip(-1), v)) for k, v in fm.items())
+    mir = OrderedDict((k, v.flip(-1)) for k, v in obs.items())
+    geo = {"child": (1, 0), "top": (2, 0)}
+    for dct in (obs, mir):
+        for k, v in dct.items():
+            v.geometry = geo[k]
+    choice = choose_flips(obs, mir, n_mine=80, rounds=8, nodes_per_filter=[12, 6], parents=1, iters=4,
+                          max_range=0.5, seed=0)
+    facing = flip ^ choice          # orientation after the choice
+    share = float(facing.float().mean())
+    assert max(share, 1 - share) > 0.95

@@ -304,3 +304,16 @@ def test_run_sweep_tiny_rows_and_validation(tmp_path, monkeypatch):
     assert len(summarise(rows)) == 3
     with pytest.raises(ValueError, match="bad setting"):
         run_sweep([{"name": "x", "arch": "nope", "mode": "code"}], seeds=[0], n=60, epochs=1)
+
+
+def test_immobile_instability_is_the_landmark_spread_and_grows_with_it():
+    from types import SimpleNamespace
+    from xnn_support.icnn_experiments import immobile_instability
+    g = torch.Generator().manual_seed(0)
+    lm = torch.randn(200, 1, 2, generator=g) * 2 + 31.5
+    val = SimpleNamespace(labels=torch.ones(200, dtype=torch.long), landmarks=lm, images=torch.zeros(200, 3, 64, 64))
+    small = immobile_instability(val, top_n=200, n_units=4)
+    ref = float((lm[:, 0] - 31.5).norm(dim=-1).std() / (64 * math.sqrt(2)))
+    assert small == pytest.approx(ref, rel=1e-4)
+    val.landmarks = (lm - 31.5) * 5 + 31.5
+    assert immobile_instability(val, top_n=200, n_units=4) > 4 * small

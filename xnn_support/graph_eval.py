@@ -104,15 +104,19 @@ def _top(score, T):
     return torch.topk(score, T, dim=0).indices  # (T, M)
 
 
+def _kept(score, top_images, keep):
+    """Top-``top_images`` image indices per unit (T, M) and the ``keep`` units with the largest mean top score."""
+    idx = _top(score, top_images)                                   # (T, M)
+    M = score.shape[1]
+    keep = M if keep is None else min(int(keep), M)
+    return idx, torch.topk(score.gather(0, idx).mean(0), keep).indices
+
+
 def instability(pix, score, landmarks, *, top_images: int = 20, keep: Optional[int] = None,
                 diag: float = 1.0) -> float:
     """Spec 3(a). ``pix`` (N, M, 2) node/filter positions in pixels, ``score`` (N, M), ``landmarks``
     (N, K, 2) (NaN = invalid). Lower = more stable. Returns the mean over landmarks and kept units / diag."""
-    idx = _top(score, top_images)                                   # (T, M)
-    M = score.shape[1]
-    keep = M if keep is None else min(int(keep), M)
-    rank = score.gather(0, idx).mean(0)
-    units = torch.topk(rank, keep).indices
+    idx, units = _kept(score, top_images, keep)
     vals = []
     for m in units.tolist():
         ii = idx[:, m]
@@ -127,6 +131,14 @@ def instability(pix, score, landmarks, *, top_images: int = 20, keep: Optional[i
         if ds:
             vals.append(torch.stack(ds).mean())
     return float(torch.stack(vals).mean() / diag) if vals else float("nan")
+
+
+def mobility(pix, score, *, top_images: int = 20, keep: Optional[int] = None, diag: float = 1.0) -> float:
+    """How much units move: mean over the kept units (as :func:`instability`) of the rms distance of
+    a unit's position on its top images from its mean position, / diag. 0 = an immobile unit."""
+    idx, units = _kept(score, top_images, keep)
+    p = pix.gather(0, idx.unsqueeze(-1).expand(-1, -1, 2))[:, units]   # (T, U, 2)
+    return float((p - p.mean(0)).pow(2).sum(-1).mean(0).sqrt().mean() / diag)
 
 
 def fewshot_localise(pix_shots, score_shots, lm_shots, pix_test, score_test, *, n_select: int = 20,
@@ -172,10 +184,7 @@ def purity(pix, score, labels, *, top_images: int = 20, keep: Optional[int] = No
     """Purity proxy: mean over kept units of the share of top-T patch centres in the unit's
     majority part (background = a miss). Returns (mean purity, majority part index per kept unit
     (-1 = background), kept unit indices)."""
-    idx = _top(score, top_images)
-    M = score.shape[1]
-    keep = M if keep is None else min(int(keep), M)
-    units = torch.topk(score.gather(0, idx).mean(0), keep).indices
+    idx, units = _kept(score, top_images, keep)
     pur, major = [], []
     for m in units.tolist():
         lab = _labels_at(labels, idx[:, m], pix[idx[:, m], m])

@@ -27,7 +27,7 @@ from .icnn import FilterLoss, make_interpretable
 from .icnn_metrics import instability_per_filter, part_iou, peak_positions
 
 __all__ = ["ARCHS", "TASKS", "build_net", "load_data", "train_net", "evaluate_net", "run_grid", "run_sweep",
-           "SWEEP", "sweep_effects", "summarise"]
+           "SWEEP", "sweep_effects", "immobile_instability", "summarise"]
 
 ARCHS: Dict[str, Dict[str, Any]] = {
     "vgg": {"name": "vgg_small", "config": {"plan": [16, "M", 32, 32, "M", 64, 64]},
@@ -112,6 +112,19 @@ def evaluate_net(model, arch: str, val, *, top_n: int = 100) -> Dict[str, float]
     present = pm.flatten(2).any(2).any(0)
     iou = part_iou(maps, pm[:, present])
     return {"acc": acc, "instability": float(np.nanmean(per)), "part_iou": float(iou.max(1).values.mean())}
+
+
+def immobile_instability(val, *, top_n: int = 100, n_units: int = 64, seed: int = 0) -> float:
+    """Location instability of units that never move (all at the image centre) on random top images
+    of ``val``'s positives: the metric's value for no tracking at all, i.e. the landmarks' own spread
+    of distances to the centre (a reference for reading the other values)."""
+    from .icnn_metrics import location_instability
+    posm = val.labels > 0
+    lms = val.landmarks[posm]
+    S = int(val.images.shape[-1])
+    g = torch.Generator().manual_seed(seed)
+    pos = torch.full((n_units, lms.shape[0], 2), (S - 1) / 2)
+    return location_instability(pos, lms, S, top_n=top_n, scores=torch.rand(n_units, lms.shape[0], generator=g))
 
 
 class _Runner:
