@@ -205,3 +205,24 @@ def test_choose_flips_aligns_planted_mirrored_maps():
     facing = flip ^ choice          # orientation after the choice
     share = float(facing.float().mean())
     assert max(share, 1 - share) > 0.95
+
+
+def test_select_parents_code_candidates_drop_immobile_and_border_nodes():
+    from xnn_support.explanatory_graph import select_parents
+    g = torch.Generator().manual_seed(0)
+    N = 80
+    move = torch.randn(N, 2, generator=g) * 3
+    child = (30 + move).unsqueeze(1)                                       # (N, 1, 2)
+    up = torch.stack([torch.full((N, 2), 30.0),                           # immobile, always on (a hub)
+                      20 + move,                                          # moves with the child
+                      torch.stack([1 + move[:, 0].abs(), 30 + move[:, 1]], 1),   # moving, at the border
+                      30 + torch.randn(N, 2, generator=g) * 3], 1)        # moving, unrelated
+    s_up = torch.tensor([5.0, 1.0, 1.0, 1.0]).expand(N, 4).clone()
+    s = torch.ones(N, 1)
+    bounds = [(0.0, 60.0), (0.0, 60.0)]
+    assert select_parents(child, s, up, s_up, 1, candidates="code", bounds=bounds).item() == 1
+    two = set(select_parents(child, s, up, s_up, 2, candidates="code", bounds=bounds).flatten().tolist())
+    assert two == {1, 3}                                                 # never the hub or the border node
+    assert select_parents(child, s, up, s_up, 1, candidates="active").item() == 1
+    with pytest.raises(ValueError, match="candidates"):
+        select_parents(child, s, up, s_up, 1, candidates="nope")

@@ -317,3 +317,13 @@ def test_immobile_instability_is_the_landmark_spread_and_grows_with_it():
     assert small == pytest.approx(ref, rel=1e-4)
     val.landmarks = (lm - 31.5) * 5 + 31.5
     assert immobile_instability(val, top_n=200, n_units=4) > 4 * small
+
+
+def test_paper_loss_stays_finite_when_the_batch_softmax_underflows():
+    """Regression: seed 1 of the default grid hit NaN when every p(x_b | t) of an image underflowed
+    (log of a zero mean); log p(x) now comes from a logsumexp."""
+    from xnn_support.icnn import _MinusMI
+    s = (torch.randn(8, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 300).requires_grad_(True)
+    out = _MinusMI.apply(s)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(s.grad).all()

@@ -254,24 +254,49 @@ class ExplanatoryGraph:
 
 
 # ----------------------------------------------------------------------------- mining
-def select_parents(pix, score, pix_up, score_up, K: int, top_m: int = 300, batch_size: int = 64):
+def select_parents(pix, score, pix_up, score_up, K: int, top_m: int = 300, batch_size: int = 64, *,
+                   candidates: str = "active", bounds=None):
     """Parents of each child node (spec 2.2(a)): ``pix`` (N, M, 2) child positions in pixels,
     ``score`` (N, M); ``pix_up``, ``score_up`` the same for the layer above. Score of a candidate V'
-    for V: sum_I s_V^I s_V'^I exp(-||d_V^I - d_V'^I||^2 / (2 m_V)), d = position minus its
-    score-weighted mean, m_V = mean squared distance over candidates and images. Candidates: the
-    ``top_m`` parent nodes with the largest total score. Returns (M, K) indices into the layer above."""
+    for V: sum_I s_V^I exp(-||d_V^I - d_V'^I||^2 / (2 m_V)), d = position minus its mean over images,
+    m_V = mean squared distance over candidates and images. ``candidates="code"`` (the official
+    code, B3): drop the half of the nodes above with the smallest positional variance and those whose
+    mean position lies within 10% of the border (``bounds`` = ((row lo, row hi), (col lo, col hi)) in
+    pixels), then keep the ``top_m`` with the largest total score, unweighted means. ``"active"``
+    (default): the ``top_m`` most active nodes, score-weighted means and s_V s_V' weights. Both let a
+    few always-on background nodes parent most nodes ("hubs"; "code" spreads the edges over ~4x more
+    parents) and "active" localises better on our data (notebook 01's reproduction notes).
+    Returns (M, K) indices into the layer above."""
+    if candidates not in ("code", "active"):
+        raise ValueError(f"candidates must be 'code' or 'active', got {candidates!r}")
     w = score / score.amax(0, keepdim=True).clamp_min(1e-12)
     wu = score_up / score_up.amax(0, keepdim=True).clamp_min(1e-12)
-    cand = torch.topk(score_up.sum(0), min(top_m, score_up.shape[1])).indices
-    d = pix - (w.unsqueeze(-1) * pix).sum(0) / w.sum(0).clamp_min(1e-12).unsqueeze(-1)
-    du = (pix_up - (wu.unsqueeze(-1) * pix_up).sum(0) / wu.sum(0).clamp_min(1e-12).unsqueeze(-1))[:, cand]
-    wu = wu[:, cand]
+    total = score_up.sum(0)
+    if candidates == "code":
+        var = pix_up.var(0).sum(-1)
+        ok = var >= var.median()
+        if bounds is not None:
+            mp = pix_up.mean(0)
+            for ax, (lo, hi) in enumerate(bounds):
+                mg = 0.1 * (hi - lo)
+                ok &= (mp[:, ax] >= lo + mg) & (mp[:, ax] <= hi - mg)
+        if int(ok.sum()) >= K:
+            total = torch.where(ok, total, torch.full_like(total, -float("inf")))
+        cand = torch.topk(total, min(top_m, int(torch.isfinite(total).sum()))).indices
+        d = pix - pix.mean(0)
+        du = (pix_up - pix_up.mean(0))[:, cand]
+        wm, wu = torch.ones_like(w), torch.ones_like(wu[:, cand])
+    else:
+        cand = torch.topk(total, min(top_m, score_up.shape[1])).indices
+        d = pix - (w.unsqueeze(-1) * pix).sum(0) / w.sum(0).clamp_min(1e-12).unsqueeze(-1)
+        du = (pix_up - (wu.unsqueeze(-1) * pix_up).sum(0) / wu.sum(0).clamp_min(1e-12).unsqueeze(-1))[:, cand]
+        wm, wu = w, wu[:, cand]
     N = d.shape[0]
     m = torch.zeros(d.shape[1], device=d.device)
     for s in range(0, N, batch_size):  # pass 1: m_V
         D = torch.cdist(d[s:s + batch_size], du[s:s + batch_size]).pow(2)   # (b, M, Mc)
-        m += (w[s:s + batch_size].unsqueeze(-1) * D).sum((0, 2))
-    m = (m / (w.sum(0) * du.shape[1]).clamp_min(1e-12)).clamp_min(1e-6)
+        m += (wm[s:s + batch_size].unsqueeze(-1) * D).sum((0, 2))
+    m = (m / (wm.sum(0) * du.shape[1]).clamp_min(1e-12)).clamp_min(1e-6)
     sc = torch.zeros(d.shape[1], du.shape[1], device=d.device)
     for s in range(0, N, batch_size):  # pass 2: the exp-sum
         D = torch.cdist(d[s:s + batch_size], du[s:s + batch_size]).pow(2)
@@ -304,7 +329,7 @@ def _check_maps(feature_maps, geometry):
 def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping] = None,
          nodes_per_filter: Optional[Sequence[int]] = None, density: Sequence[float] = (0.05, 0.1),
          parents: int = 3, iters: int = 10, top_m: int = 150, reselect: bool = True,
-         valid_tau: float = 0.1, max_range: float = 0.3,
+         valid_tau: float = 0.1, max_range: float = 0.3, candidates: str = "active",
          batch_size: int = 64, seed: int = 0, engine: str = "vectorised") -> ExplanatoryGraph:
     """Mine an explanatory graph top-down from ``feature_maps`` (ordered dict layer -> (N, C, H, W),
     bottom first, **top layer last**). ``geometry``: {layer: stride} or {layer: (stride, offset)} in
@@ -312,7 +337,7 @@ def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping
     ``nodes_per_filter``: P per layer (in the dict's order); default ceil(H*W*density) with density
     the last value of ``density`` for the top layer and the first for the others (spec: 0.05 / 0.1).
     ``parents``: K. ``iters``: EM iterations per layer. ``top_m``: parent candidates (the most active
-    nodes above). ``reselect``: re-select parents every iteration >= 2 like the code (B9; False:
+    nodes above; ``candidates="code"`` filters them as the official code, see :func:`select_parents`). ``reselect``: re-select parents every iteration >= 2 like the code (B9; False:
     select once after the parent-free first iteration, Delta still re-estimated each iteration). ``max_range``: the search window's
     half-width is at most max_range * n / 2 cells (code: 0.3). ``engine``: ``"vectorised"`` or ``"loop"``
     (reference E step, for benchmarks). Returns an :class:`ExplanatoryGraph`."""
@@ -352,7 +377,10 @@ def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping
             if K and (it == 1 or (reselect and it > 1)):  # B9: first iteration without parents
                 pix = L.offset + L.stride * cur_mean
                 pix_up = up_layer.offset + up_layer.stride * up_res[0]
-                L.parents = select_parents(pix, cur_score, pix_up, up_res[1], K, top_m, batch_size)
+                bounds = [(up_layer.offset, up_layer.offset + up_layer.stride * (up_layer.H - 1)),
+                          (up_layer.offset, up_layer.offset + up_layer.stride * (up_layer.W - 1))]
+                L.parents = select_parents(pix, cur_score, pix_up, up_res[1], K, top_m, batch_size,
+                                           candidates=candidates, bounds=bounds)
             if K and it >= 1:
                 pp = (up_layer.offset + up_layer.stride * up_res[0][:, L.parents] - L.offset) / L.stride
                 wgt = cur_score / cur_score.sum(0, keepdim=True).clamp_min(1e-12)       # (N, M)

@@ -258,7 +258,8 @@ class _MinusMI(torch.autograd.Function):
         T = s.shape[2]
         L = s - torch.logsumexp(s, dim=0, keepdim=True)              # log p(x | t)
         P = L.exp()
-        g = (L - P.mean(2, keepdim=True).log()) / T                  # p_t (log p(x|t) - log p(x))
+        logq = torch.logsumexp(L, dim=2, keepdim=True) - math.log(T)  # log p(x), stable when all P_bt underflow
+        g = (L - logq) / T                                           # p_t (log p(x|t) - log p(x))
         ctx.save_for_backward(P, g)
         return -(P * g).sum((0, 2))
 
