@@ -31,7 +31,8 @@ Deviations (also listed in the notebook)
   labels (positive images of the filter's category vs the rest) as the official code does.
 * One interpretable layer: a new 3x3 conv inserted after a named layer
   (:func:`make_interpretable`, the official code's surgery) or a named Conv2d wrapped in place; the
-  code also masks the input of the new layer (second regularised layer) -- not done here.
+  code also masks the input of the new layer (a second regularised layer): call it on both (notebook 02's
+  sweep does, ``icnn_experiments.ARCHS["vgg_two"]``).
 * Filter category (multi-class): EMA (0.9) of the per-image max activation per class, as the code.
 
 Equations -> functions: templates (eq. for t_ij) :func:`template_kernel`, :func:`positive_templates`;
