@@ -19,8 +19,9 @@ with a learned isotropic std sigma_V. Mining is top-down, one EM loop per layer:
 * :func:`_m_step` -- Delta_{V'->V} = weighted mean over images of (pos_V - pos_V'), weights s_V^I;
   sigma_V^2 = weighted mean of ||x - mu_V||^2 / 2 clipped to [max/10, max], max = n / sqrt(P)
   (bug B5: the code's radial std; here per axis).
-* :func:`select_parents` -- the code's parent score sum_I s_V^I s_V'^I exp(-||d_V - d_V'||^2 / 2m_V)
-  over centred pixel positions (spec 2.2(a)); the K best of the top-M most active parent nodes.
+* :func:`select_parents` -- parent score sum_I s_V^I s_V'^I exp(-||d_V - d_V'||^2 / 2m_V) over
+  centred pixel positions (spec 2.2(a)); the K best of the top-M most active parent nodes
+  (``candidates="code"``: the code's filtered candidates and child-score-only weights).
 * :func:`e_step_loop` -- a per-image, per-filter loop reference of the E step (tests, bench).
 
 Deviations and fixed bugs of the official code: B2 (unit mismatch between parent and child maps)
@@ -30,8 +31,9 @@ dead units), fp32 storage instead of uint8; B7: window and prior share one (unro
 B10 does not arise (dense candidates); B9: the first iteration of each lower layer runs
 without parents; parents are re-selected every later iteration as in the code (``reselect=False``:
 once), displacements Delta are re-estimated every iteration; B3 (variance/border filtering of
-candidates) not used: candidates are the top-M parent nodes by total score; B1 (flips) not
-implemented. Parent weights are equal (lambda = 1/K), not the code's 1/sigma^2 weighting.
+candidates) optional (``candidates="code"``), off by default: it localised worse on our data;
+B1 (flips): the per-image flip choice lives in :func:`xnn_support.graph_experiments.choose_flips`.
+Parent weights are equal (lambda = 1/K), not the code's 1/sigma^2 weighting.
 """
 from __future__ import annotations
 

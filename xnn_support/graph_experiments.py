@@ -7,7 +7,10 @@ artefacts the figures need. Protocol choices (ours, see the notebook's reproduct
 graph is mined on ``n_mine`` unlabelled images of one category and evaluated on ``n_test`` new
 images of it; instability and purity keep the third of the units (nodes or filters) with the
 largest mean top-``top_images`` score per layer (the code keeps 167 of 512); few-shot shots are
-drawn from the mining images, ``draws`` random draws per shot count.
+drawn from the mining images, ``draws`` random draws per shot count. Left/right: the birds face
+either way at random; ``flips`` chooses between the official code's actual behaviour (no
+alignment, its flip choice is inert: bug B1), a label-free alignment (:func:`choose_flips`) and an
+annotation-based reference (:func:`mirror` of the images :func:`facing_right` says face left).
 """
 from __future__ import annotations
 
