@@ -114,8 +114,9 @@ def icnn_sweep_bars(table, metric: str = "instability", *, reference: Optional[D
         for yi, m, s_, a in zip(y, mean, sd, table[("acc", "mean")].to_numpy(float)):
             ax.text(m + s_, yi, f"  acc {a:.2f}", va="center", fontsize=7, color="0.3")
     for j, (lab, v) in enumerate((reference or {}).items()):
-        ax.axvline(v, ls="--", lw=1, color=f"C{j}")
-        ax.text(v, len(names) - 0.4, lab, fontsize=7, rotation=90, va="top", ha="right", color=f"C{j}")
+        ax.axvline(v, ls="--", lw=1, color=f"C{j + 2}", label=f"{lab}: {v:.3f}")
+    if reference:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_yticks(y, [str(n) for n in names], fontsize=7)
     ax.set_xlabel(f"{metric} (mean +- sd over seeds)")
     ax.grid(axis="x", alpha=0.3)
