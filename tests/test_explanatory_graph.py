@@ -226,3 +226,13 @@ def test_select_parents_code_candidates_drop_immobile_and_border_nodes():
     assert select_parents(child, s, up, s_up, 1, candidates="active").item() == 1
     with pytest.raises(ValueError, match="candidates"):
         select_parents(child, s, up, s_up, 1, candidates="nope")
+
+
+def test_seed_table_and_mean_sd():
+    from xnn_support.graph_experiments import mean_sd, seed_table
+    runs = [{"metrics": {"a": 1.0, "b": 4.0}}, {"metrics": {"a": 3.0, "b": 4.0}}]
+    t = seed_table(runs, 5)
+    assert list(t.columns) == ["seed 5", "seed 6"] and list(t.index) == ["a", "b"]
+    ms = mean_sd(t)
+    assert ms.loc["a", "mean"] == 2.0 and ms.loc["a", "sd"] == pytest.approx(2 ** 0.5) and ms.loc["b", "sd"] == 0.0
+    assert mean_sd(seed_table(runs[:1], 0)).loc["a", "sd"] == 0.0

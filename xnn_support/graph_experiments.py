@@ -23,7 +23,8 @@ from . import graph_eval as ge
 from .explanatory_graph import mine
 from .train import fit, recipe
 
-__all__ = ["train_model", "run_seed", "mirror", "choose_flips", "facing_right", "LAYERS", "CATEGORIES", "FLIPS"]
+__all__ = ["train_model", "run_seed", "mirror", "choose_flips", "facing_right", "seed_table", "mean_sd", "LAYERS",
+           "CATEGORIES", "FLIPS"]
 
 LAYERS = ("features.13", "features.16", "features.23")   # 16x16, 16x16, 8x8 maps at 64 px
 CATEGORIES = ("bird", "quadruped", "wheels")
@@ -232,3 +233,17 @@ def run_seed(seed: int, *, n_train: int = 2000, epochs: int = 10, n_mine: int = 
             "n_mine": n_mine, "labels_all": ge.part_label_map(bird.part_masks), "examples": examples,
             "wheels_graph": Gw, "wheels_inference": infw, "wheels": wh, "disentangle": dis,
             "model": model, "feature_maps": fm_all}
+
+
+def seed_table(runs, first_seed: int):
+    """pandas DataFrame metric x seed from :func:`run_seed` results (columns "seed <s>")."""
+    import pandas as pd
+    return pd.DataFrame([r["metrics"] for r in runs],
+                        index=[f"seed {first_seed + i}" for i in range(len(runs))]).T
+
+
+def mean_sd(per_seed):
+    """Columns ``mean`` and ``sd`` over the seeds of a :func:`seed_table` (sd 0 for one seed)."""
+    import pandas as pd
+    sd = per_seed.std(axis=1) if per_seed.shape[1] > 1 else per_seed.iloc[:, 0] * 0.0
+    return pd.DataFrame({"mean": per_seed.mean(axis=1), "sd": sd})
