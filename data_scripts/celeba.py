@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from xnn_support.data.types import FaceSet
-from xnn_support.utils import progress
+from xnn_support.core.utils import progress
 
 from .common import (Option, find_path, load_rgb, map_points, missing, pick, resize_crop,
                      resolve_options, to_float_images)

@@ -101,7 +101,7 @@ def download(url: str, dest: Path, res: Optional[registry.Resource] = None,
                 raise DownloadError(f"{url} returned an HTML page instead of {dest.name} "
                                     "(quota, login or consent page?)")
             total = int(r.headers.get("Content-Length") or 0) or None
-            from xnn_support.utils import progress
+            from xnn_support.core.utils import progress
 
             with progress(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
                 for chunk in iter(lambda: r.read(_CHUNK), b""):

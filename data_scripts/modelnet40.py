@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from xnn_support.data.types import PointCloudSet
-from xnn_support.utils import progress
+from xnn_support.core.utils import progress
 
 from .common import Option, find_path, missing, pick, resolve_options
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from xnn_support.data.types import ImageSet
-from xnn_support.utils import progress
+from xnn_support.core.utils import progress
 
 from .common import (Option, crop_boxes, find_path, load_rgb, map_boxes, map_points, missing,
                      pick, resize_crop, resolve_options, sample_nearest, to_float_images)

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from xnn_support import bench, cli
+from xnn_support import bench
+from xnn_support.run import cli as cli
 
 
 def test_bench_table_has_ratio_for_every_row(capsys):

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from xnn_support.capture import CaptureError, capture, layer_names, resolve_layers
+from xnn_support.core.capture import CaptureError, capture, layer_names, resolve_layers
 
 
 def small_net():

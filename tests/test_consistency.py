@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from xnn_support import consistency as kc
-from xnn_support import consistency_experiments as kx
-from xnn_support.consistency import ConsistencyNet, fit_consistency
+from xnn_support.papers.consistency import method as kc
+from xnn_support.papers.consistency import experiments as kx
+from xnn_support.papers.consistency.method import ConsistencyNet, fit_consistency
 
 FAST = dict(epochs=8, progress=False, cache=False)
 

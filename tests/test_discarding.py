@@ -1,4 +1,4 @@
-"""Paper 04 adapters (xnn_support.discarding): pixel and word information on planted truths,
+"""Paper 04 adapters (xnn_support.papers.discarding.method): pixel and word information on planted truths,
 fg/bg analysis, layer helpers, decoders, and (slow) the MiniLM staircase."""
 import math
 import os
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from xnn_support import discarding as D
-from xnn_support.capture import CaptureError
+from xnn_support.papers.discarding import method as D
+from xnn_support.core.capture import CaptureError
 from xnn_support.models import build
 
 

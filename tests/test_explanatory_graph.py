@@ -4,8 +4,8 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from xnn_support import graph_eval as ge
-from xnn_support.explanatory_graph import e_step, e_step_loop, mine
+from xnn_support.papers.graph import metrics as ge
+from xnn_support.papers.graph.method import e_step, e_step_loop, mine
 
 
 def planted(N=160, seed=0, noise=0.01):
@@ -171,7 +171,7 @@ def test_mobility_zero_for_immobile_and_matches_rms():
 
 def test_mirror_moves_landmarks_with_the_pixels_and_is_an_involution():
     from xnn_support import data
-    from xnn_support.graph_experiments import facing_right, mirror
+    from xnn_support.papers.graph.experiments import facing_right, mirror
     ds = data.creatures(12, 64, categories=("bird",), negatives=0.0, object_centric=True, seed=3)
     which = torch.arange(12) % 2 == 0
     mi = mirror(ds, which)
@@ -190,7 +190,7 @@ def test_mirror_moves_landmarks_with_the_pixels_and_is_an_involution():
 def test_choose_flips_aligns_planted_mirrored_maps():
     """Half the images are the mirrors of the other half's pattern; without labels the choice must put
     (nearly) all of them in one orientation."""
-    from xnn_support.graph_experiments import choose_flips
+    from xnn_support.papers.graph.experiments import choose_flips
     fm, *_ = planted(N=120, seed=4)
     g = torch.Generator().manual_seed(0)
     flip = torch.rand(120, generator=g) < 0.5
@@ -208,7 +208,7 @@ def test_choose_flips_aligns_planted_mirrored_maps():
 
 
 def test_select_parents_code_candidates_drop_immobile_and_border_nodes():
-    from xnn_support.explanatory_graph import select_parents
+    from xnn_support.papers.graph.method import select_parents
     g = torch.Generator().manual_seed(0)
     N = 80
     move = torch.randn(N, 2, generator=g) * 3
@@ -228,11 +228,11 @@ def test_select_parents_code_candidates_drop_immobile_and_border_nodes():
         select_parents(child, s, up, s_up, 1, candidates="nope")
 
 
-def test_seed_table_and_mean_sd():
-    from xnn_support.graph_experiments import mean_sd, seed_table
+def test_seed_table_and_seed_summary():
+    from xnn_support.papers.graph.experiments import seed_summary, seed_table
     runs = [{"metrics": {"a": 1.0, "b": 4.0}}, {"metrics": {"a": 3.0, "b": 4.0}}]
     t = seed_table(runs, 5)
     assert list(t.columns) == ["seed 5", "seed 6"] and list(t.index) == ["a", "b"]
-    ms = mean_sd(t)
+    ms = seed_summary(t)
     assert ms.loc["a", "mean"] == 2.0 and ms.loc["a", "sd"] == pytest.approx(2 ** 0.5) and ms.loc["b", "sd"] == 0.0
-    assert mean_sd(seed_table(runs[:1], 0)).loc["a", "sd"] == 0.0
+    assert seed_summary(seed_table(runs[:1], 0)).loc["a", "sd"] == 0.0

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from xnn_support.icnn import (InterpretableConv2d, code_gradient, filter_loss, make_interpretable,
+from xnn_support.papers.icnn.method import (InterpretableConv2d, code_gradient, filter_loss, make_interpretable,
                               positive_templates, template_kernel, template_scores)
-from xnn_support.icnn_metrics import location_instability, part_iou, peak_positions
+from xnn_support.papers.icnn.metrics import location_instability, part_iou, peak_positions
 
 
 # ----------------------------------------------------------------------------- templates
@@ -90,7 +90,7 @@ def test_paper_loss_is_minus_mutual_information():
     for b in range(B):
         peaked[b, 0, b % n, (2 * b) % n] = 200.0
     layer = nn.Sequential(InterpretableConv2d((1, 1), mode="paper"))
-    from xnn_support.icnn import _paper_loss
+    from xnn_support.papers.icnn.method import _paper_loss
     lf, lp = float(_paper_loss(flat)), float(_paper_loss(peaked))
     assert lf == pytest.approx(0.0, abs=1e-9)                       # identical maps carry no information
     assert lp < -0.1
@@ -242,7 +242,7 @@ def test_part_iou_and_peak_positions_on_a_planted_detector():
 def _paper_loss_autograd(a, beta=4.0):
     """Reference: the same -MI through plain autograd."""
     import math
-    from xnn_support.icnn import template_scores
+    from xnn_support.papers.icnn.method import template_scores
     B, D, n, _ = a.shape
     tau = 0.5 / n ** 2
     s = torch.cat([template_scores(a, tau, beta).flatten(2), -tau * a.sum((2, 3))[..., None]], 2)
@@ -253,7 +253,7 @@ def _paper_loss_autograd(a, beta=4.0):
 
 
 def test_paper_loss_closed_form_backward_matches_autograd():
-    from xnn_support.icnn import _MinusMI, _paper_loss
+    from xnn_support.papers.icnn.method import _MinusMI, _paper_loss
     g = torch.Generator().manual_seed(0)
     a = torch.rand(5, 3, 6, 6, generator=g, dtype=torch.float64) ** 3 * 4
     a1, a2 = a.clone().requires_grad_(True), a.clone().requires_grad_(True)
@@ -269,8 +269,8 @@ def test_paper_loss_closed_form_backward_matches_autograd():
 
 # ----------------------------------------------------------------------------- experiments (notebook 02)
 def test_placements_put_the_interpretable_layers_where_the_sweep_says():
-    from xnn_support.icnn import interpretable_layers
-    from xnn_support.icnn_experiments import ARCHS, build_net
+    from xnn_support.papers.icnn.method import interpretable_layers
+    from xnn_support.papers.icnn.experiments import ARCHS, build_net
     x = torch.randn(2, 3, 64, 64)
     expect = {"vgg": ({"features.1"}, 16), "vgg_low": ({"features.9.1"}, 32),
               "vgg_two": ({"features.0.14", "features.1"}, 16)}
@@ -288,8 +288,8 @@ def test_placements_put_the_interpretable_layers_where_the_sweep_says():
 
 def test_run_sweep_tiny_rows_and_validation(tmp_path, monkeypatch):
     monkeypatch.setenv("XNN_CACHE", str(tmp_path))
-    from xnn_support.icnn_experiments import run_sweep, summarise
-    from xnn_support.icnn_experiments import sweep_effects
+    from xnn_support.papers.icnn.experiments import run_sweep, summarise
+    from xnn_support.papers.icnn.experiments import sweep_effects
     variants = [{"name": "ord", "mode": "ordinary"},
                 {"name": "two", "arch": "vgg_two", "mode": "code", "weight": 1.0, "object_centric": False},
                 {"name": "code", "mode": "code", "weight": 1.0}]
@@ -308,7 +308,7 @@ def test_run_sweep_tiny_rows_and_validation(tmp_path, monkeypatch):
 
 def test_immobile_instability_is_the_landmark_spread_and_grows_with_it():
     from types import SimpleNamespace
-    from xnn_support.icnn_experiments import immobile_instability
+    from xnn_support.papers.icnn.experiments import immobile_instability
     g = torch.Generator().manual_seed(0)
     lm = torch.randn(200, 1, 2, generator=g) * 2 + 31.5
     val = SimpleNamespace(labels=torch.ones(200, dtype=torch.long), landmarks=lm, images=torch.zeros(200, 3, 64, 64))
@@ -322,7 +322,7 @@ def test_immobile_instability_is_the_landmark_spread_and_grows_with_it():
 def test_paper_loss_stays_finite_when_the_batch_softmax_underflows():
     """Regression: seed 1 of the default grid hit NaN when every p(x_b | t) of an image underflowed
     (log of a zero mean); log p(x) now comes from a logsumexp."""
-    from xnn_support.icnn import _MinusMI
+    from xnn_support.papers.icnn.method import _MinusMI
     s = (torch.randn(8, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 300).requires_grad_(True)
     out = _MinusMI.apply(s)
     out.sum().backward()

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from xnn_support.runner import catalog, read_marker, run_notebook
+from xnn_support.run.runner import catalog, read_marker, run_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -1,4 +1,4 @@
-"""Tests of the paper-06 metrics (xnn_support.pointcloud) with planted truth: exactly invariant
+"""Tests of the paper-06 metrics (xnn_support.papers.pointcloud.method) with planted truth: exactly invariant
 vs coordinate networks, fragile vs robust decision margins, ignored points, reference values."""
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from xnn_support import pointcloud as pc
+from xnn_support.papers.pointcloud import method as pc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from xnn_support import pointcloud_experiments as X
+from xnn_support.papers.pointcloud import experiments as X
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

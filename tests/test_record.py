@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import xnn_support.ledger as rec
+import xnn_support.core.ledger as rec
 
 
 @pytest.fixture(autouse=True)

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from nbfactory import make_notebook
-from xnn_support import cli
-from xnn_support.runner import ParameterError, coerce_params, find_notebook, reproduce
+from xnn_support.run import cli as cli
+from xnn_support.run.runner import ParameterError, coerce_params, find_notebook, reproduce
 
 pytestmark = pytest.mark.slow
-XNN = [sys.executable, "-m", "xnn_support.cli"]
+XNN = [sys.executable, "-m", "xnn_support.run.cli"]
 
 
 @pytest.fixture

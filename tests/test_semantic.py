@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from xnn_support import semantic as S
-from xnn_support import semantic_faces as SF
+from xnn_support.papers.semantic import method as S
+from xnn_support.papers.semantic import experiments as SF
 from xnn_support.data import concept_faces
 
 
@@ -208,7 +208,7 @@ def test_recovered_weights_and_helpers():
     E = S.Explanation(alpha=(w / 2).expand(200, 3).clone(), concepts=conc, bias=0.0, names=["a", "b", "c"])
     assert torch.allclose(SF.recovered_weights(E, att), w)
     assert torch.allclose(SF.concept_accuracy(conc, att), torch.ones(3))
-    st = SF.mean_sd([{"x": 1.0, "y": float("nan")}, {"x": 3.0, "y": 2.0}])
+    st = SF.mean_sd_by_key([{"x": 1.0, "y": float("nan")}, {"x": 3.0, "y": 2.0}])
     assert st["x"] == (2.0, math.sqrt(2.0), 2) and st["y"] == (2.0, 0.0, 1)
 
 

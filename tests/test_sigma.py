@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from xnn_support import sigma as S
-from xnn_support.capture import CaptureError
+from xnn_support.core.capture import CaptureError
 
 W = torch.tensor([10.0, 20.0, 5.0, -20.0, -10.0])
 

@@ -1,4 +1,4 @@
-"""Tests for the trainer and its checkpoint cache (xnn_support.train, xnn_support.cache):
+"""Tests for the trainer and its checkpoint cache (xnn_support.core.train, xnn_support.core.cache):
 reuse, determinism, corruption -> rebuild, failed runs never write, input checks, checkpoints."""
 import inspect
 import time
@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from xnn_support import cache as xcache
+from xnn_support.core import cache as xcache
 from xnn_support.data.types import ImageSet, PointCloudSet, TextSet
 from xnn_support.models import available, build
-from xnn_support.train import RECIPES, TrainingError, evaluate, fit, predict, recipe
+from xnn_support.core.train import RECIPES, TrainingError, evaluate, fit, predict, recipe
 
 FAST = dict(model_config={"width": 0.25}, epochs=2, batch_size=16, progress=False)
 

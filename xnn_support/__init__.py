@@ -1,18 +1,22 @@
-"""xnn_support: the computation behind the xnn notebooks.
+"""xnn_support: the computation behind the xnn notebooks. The folder listing is the architecture
+(imports point down only; ARCHITECTURE.md draws it)::
 
-Layers (imports point down only)::
+    run/        catalog, runner, claims, report, cli        the ``xnn`` command
+    bench/      registry + core rows; finds every papers/*/bench.py by itself
+    widgets.py  viz/      widgets and figures (may import papers; never imported by them)
+    papers/     one subpackage per paper: method, metrics, experiments, bench
+    sigma/      the one sigma engine (pixels, words, points)
+    data/ models/         planted-truth data, real photos, the model zoo
+    core/       capture, ledger, utils, validate, train + cache, predict, augment
 
-    notebooks/NN_*.ipynb  ->  method modules (explanatory_graph, icnn, semantic,
-                              discarding, consistency, pointcloud)
-                          ->  core: capture, record, utils (seed/device/progress),
-                              train (trainer + checkpoint cache), data, models
-    viz.py / widgets.py   figures and widgets (may import methods; never imported by them)
-    cli.py -> runner.py -> report.py, bench.py   the ``xnn`` command
-
-The public core is re-exported here; method modules are imported by name.
+The public core is re-exported here; paper subpackages are imported by name
+(``from xnn_support.papers import icnn``). Old flat paths (``xnn_support.icnn``) still import for
+one release, with a DeprecationWarning (see :mod:`xnn_support.core.compat`).
 """
-__version__ = "0.1.0"
+from .core.version import __version__  # noqa: F401
+from .core.capture import capture, Capture, CaptureError, resolve_layers  # noqa: F401
+from .core.ledger import record, results_table, set_ledger, ledger_path  # noqa: F401
+from .core.utils import seed_everything, device_of, progress  # noqa: F401
+from .core import compat as _compat
 
-from .capture import capture, Capture, CaptureError, resolve_layers  # noqa: E402,F401
-from .ledger import record, results_table, set_ledger, ledger_path  # noqa: E402,F401
-from .utils import seed_everything, device_of, progress  # noqa: E402,F401
+_compat.install(__name__)

@@ -23,7 +23,7 @@ def feature_explorer(model, images, layers: Sequence[str], *, n_channels: int = 
     import torch
 
     from . import viz
-    from .capture import capture
+    from .core.capture import capture
 
     def update(index=0, layer=layers[0]):
         with torch.no_grad(), capture(model, [layer]) as cap:
@@ -89,7 +89,8 @@ def discarding_explorer(model, images, layers, *, fg_mask=None, grid: int = 8, s
     (image, lambda); a few seconds per new choice on a CPU)."""
     import ipywidgets as w
 
-    from . import discarding, viz
+    from .papers.discarding import method as discarding
+    from . import viz
 
     cache = {}
 
@@ -138,7 +139,7 @@ def face_explainer(ds, *, concept_model, performer, explainer, output=0, k: int 
 
     from . import viz
     from .data import edit_faces
-    from .semantic_faces import explain_faces
+    from .papers.semantic.experiments import explain_faces
 
     names = list(ds.attribute_names)
     boxes = {a: w.Dropdown(options=["as drawn", "on", "off"], value="as drawn", description=a,
@@ -162,7 +163,7 @@ def paste_mask_explorer(ds, models, *, attribute: str = "rosy_cheeks", output="m
 
     from . import viz
     from .data import edit_faces
-    from .semantic_faces import paste_mask
+    from .papers.semantic.experiments import paste_mask
 
     def update(index=0):
         sub = ds.subset([int(index)])
@@ -209,7 +210,7 @@ def graph_node_browser(graph, inference, images, *, k: int = 6, size: int = 16):
     ``inference`` from ``graph.infer`` on ``images``."""
     import ipywidgets as w
 
-    from . import graph_eval as ge
+    from .papers.graph import metrics as ge
     from . import viz
 
     names = list(graph.layers)
@@ -254,7 +255,7 @@ def rotation_explorer(models, cloud, *, steps: int = 60, samples: int = 4, seed:
     import torch
 
     from . import viz
-    from .pointcloud import point_sigma, rodrigues
+    from .papers.pointcloud.method import point_sigma, rodrigues
 
     def update(theta=0.0, phi=0.0, alpha=0.0):
         R = rodrigues(theta, phi, alpha).unsqueeze(0)

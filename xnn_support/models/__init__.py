@@ -51,7 +51,8 @@ _REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     "text_lstm": TextLSTM,
     "text_transformer": TextTransformer,
 }
-from . import pointnets as _pn, pointnets_seq as _pns  # noqa: E402  (paper 06 backbones)
+from . import pointnets as _pn
+from . import pointnets_seq as _pns  # noqa: E402  (paper 06 backbones)
 
 _pn.register_all(lambda n, f: _REGISTRY.__setitem__(n, f))
 _pns.register_all(lambda n, f: _REGISTRY.__setitem__(n, f))

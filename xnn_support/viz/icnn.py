@@ -128,7 +128,7 @@ def icnn_sweep_bars(table, metric: str = "instability", *, reference: Optional[D
 @_detached
 def icnn_templates(n: int = 14, positions: Sequence[Tuple[int, int]] = ((3, 3), (7, 10)), beta: float = 4.0):
     """A few positive templates T_mu and the negative template (paper's tau = 0.5 / n^2)."""
-    from ..icnn import positive_templates
+    from ..papers.icnn.method import positive_templates
 
     T = positive_templates(n, beta=beta)
     tau = 0.5 / n ** 2

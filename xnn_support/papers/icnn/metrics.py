@@ -1,0 +1,136 @@
+"""Metrics of interpretable CNNs (Zhang, Wu, Zhu, CVPR 2018, arXiv 1710.00935).
+
+* :func:`location_instability` -- the official protocol (``computeStability.m``,
+  ``getDistSqrtVar.m``): per filter f and landmark k, sort images by f's score, drop images where
+  k is invisible FIRST, keep the top ``top_n``, ``D_fk = sqrt(var_I ||p_f(I) - p_k(I)||) / diag``
+  (variance with N-1, diag = norm([H, W])), NaN with < 2 images; mean over landmarks, then over
+  filters (NaN dropped). Dividing by the diagonal matches the corrected arXiv version (v2+: values
+  divided by sqrt(2) compared to v1).
+* :func:`peak_positions` -- peak of each filter's map mapped to the image (receptive-field
+  centre ``(i + 0.5) S / n - 0.5`` px; the code's x2p for VGG-16 is 8.5 + 16 (i - 1), 1-based).
+* :func:`part_iou` -- Network-Dissection-style part IoU (Bau et al. 2017; in neither code base):
+  maps up-sampled bilinearly to the image, one threshold per filter at its top ``1 - quantile``
+  over all images and pixels, dataset IoU with each part mask.
+
+Deviations: positions are pixel centres of the argmax (not of the pre-ReLU map when it is all
+non-positive: then the argmax of the pre-ReLU conv output is used, as the code does).
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["location_instability", "instability_per_filter", "peak_positions", "layer_maps", "part_iou"]
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+def instability_per_filter(positions, landmarks, image_size: Union[int, Sequence[int]], *, top_n: int = 100,
+                           scores=None) -> np.ndarray:
+    """(F,) mean over landmarks of D_fk (NaN where no landmark has >= 2 valid images)."""
+    pos, lm = _np(positions).astype(np.float64), _np(landmarks).astype(np.float64)
+    if pos.ndim != 3 or pos.shape[-1] != 2:
+        raise ValueError(f"positions must be (F, N, 2), got {pos.shape}")
+    if lm.ndim != 3 or lm.shape[-1] != 2 or lm.shape[0] != pos.shape[1]:
+        raise ValueError(f"landmarks must be (N, K, 2) with N = {pos.shape[1]}, got {lm.shape}")
+    if not isinstance(top_n, int) or top_n < 2:
+        raise ValueError(f"top_n must be an integer >= 2, got {top_n!r}")
+    Fn, N = pos.shape[:2]
+    sc = np.zeros((Fn, N)) if scores is None else _np(scores).astype(np.float64)
+    if sc.shape != (Fn, N):
+        raise ValueError(f"scores must be (F, N) = {(Fn, N)}, got {sc.shape}")
+    hw = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    diag = float(np.hypot(*hw))
+    valid = ~np.isnan(lm).any(-1)                                   # (N, K)
+    out = np.full(Fn, np.nan)
+    for f in range(Fn):
+        order = np.argsort(-sc[f], kind="stable")
+        dist = np.linalg.norm(pos[f][:, None, :] - lm, axis=-1)     # (N, K)
+        per_k = []
+        for k in range(lm.shape[1]):
+            idx = order[valid[order, k]][:top_n]
+            if len(idx) >= 2:
+                per_k.append(np.sqrt(np.var(dist[idx, k], ddof=1)) / diag)
+        if per_k:
+            out[f] = float(np.mean(per_k))
+    return out
+
+
+def location_instability(positions, landmarks, image_size: Union[int, Sequence[int]], *, top_n: int = 100,
+                         scores=None) -> float:
+    """Mean location instability E_{f,k}[D_fk] (see the module docstring).
+
+    ``positions`` (F, N, 2) peak (row, col) in pixels of each filter on each image; ``landmarks``
+    (N, K, 2), NaN where invisible; ``image_size`` S or (H, W); ``scores`` (F, N) pick each filter's
+    top images (default: the first ``top_n`` valid images). Returns NaN if no filter qualifies.
+    """
+    per = instability_per_filter(positions, landmarks, image_size, top_n=top_n, scores=scores)
+    return float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
+
+
+def layer_maps(model: nn.Module, layer: str, images: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
+    """(N, D, n, n) output of ``layer`` (CPU), run in eval mode, chunked, truncated after the layer."""
+    from ...core.capture import capture
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), capture(model, [layer], stop=True) as cap:
+            return cap.run(images, batch_size=batch_size)[layer]
+    finally:
+        model.train(was)
+
+
+def peak_positions(model: nn.Module, layer: str, images: torch.Tensor, *, batch_size: int = 128
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Peaks of each filter of ``layer`` on each image.
+
+    Returns ``positions`` (F, N, 2) pixel (row, col) of the receptive-field centre of the argmax,
+    ``scores`` (F, N) the max activation, ``maps`` (N, F, n, m).
+    """
+    if images.dim() != 4:
+        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    maps = layer_maps(model, layer, images, batch_size=batch_size)
+    N, D, h, w = maps.shape
+    flat = maps.flatten(2)
+    scores, idx = flat.max(2)
+    H, W = images.shape[-2:]
+    r = (idx // w).float().add(0.5).mul(H / h).sub(0.5)
+    c = (idx % w).float().add(0.5).mul(W / w).sub(0.5)
+    return torch.stack([r, c], -1).transpose(0, 1).contiguous(), scores.t().contiguous(), maps
+
+
+def part_iou(maps: torch.Tensor, part_masks: torch.Tensor, *, quantile: float = 0.995,
+             batch_size: int = 16) -> torch.Tensor:
+    """(F, P) dataset IoU of each filter's thresholded, up-sampled map with each part mask.
+
+    ``maps`` (N, F, n, m); ``part_masks`` (N, P, H, W) bool. ``batch_size``: filters per chunk
+    (memory N x batch_size x H x W floats).
+    """
+    if maps.dim() != 4 or part_masks.dim() != 4 or maps.shape[0] != part_masks.shape[0]:
+        raise ValueError(f"maps (N, F, n, m) and part_masks (N, P, H, W) must share N, got "
+                         f"{tuple(maps.shape)} and {tuple(part_masks.shape)}")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+    N, Fn = maps.shape[:2]
+    H, W = part_masks.shape[-2:]
+    pm = part_masks.bool().to(maps.device)
+    area = pm.flatten(2).sum((0, 2)).double()                        # (P,)
+    out = torch.zeros(Fn, pm.shape[1], dtype=torch.float64)
+    for f0 in range(0, Fn, batch_size):
+        up = F.interpolate(maps[:, f0:f0 + batch_size].float(), size=(H, W), mode="bilinear",
+                           align_corners=False)                      # (N, f, H, W)
+        flat = up.transpose(0, 1).reshape(up.shape[1], -1)
+        k = max(1, int(round((1 - quantile) * flat.shape[1])))
+        thr = flat.topk(k, dim=1).values[:, -1]
+        on = up >= thr[None, :, None, None]                          # (N, f, H, W)
+        inter = torch.einsum("nfhw,nphw->fp", on.float(), pm.float()).double()
+        on_area = on.flatten(2).sum((0, 2)).double()
+        out[f0:f0 + batch_size] = (inter / (on_area[:, None] + area[None, :] - inter).clamp_min(1)).cpu()
+    return out

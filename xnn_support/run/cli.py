@@ -1,0 +1,162 @@
+"""The ``xnn`` command: ``list``, ``run``, ``reproduce``, ``bench``.
+
+    xnn list [--json]
+    xnn run 04 -p steps 300 --profile smoke --out DIR
+    xnn reproduce [--profile smoke|default|paper] [--only 01,04] [--out DIR] [--resume]
+    xnn bench [--only NAME,...] [--json FILE]
+
+Exit status: 0 on success; 1 if a notebook failed (its name, cell and error are printed);
+2 for a usage error (unknown notebook or parameter, bad value).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from ..core.version import __version__
+
+__all__ = ["main"]
+
+
+def _params(pairs) -> dict:
+    return {k: v for k, v in (pairs or [])}
+
+
+def _cmd_list(args) -> int:
+    from .runner import catalog
+
+    cat = catalog(args.notebooks)
+    if args.json:
+        print(json.dumps([{"id": i.id, "name": i.name, "title": i.title, "paper": i.paper, "arxiv": i.arxiv,
+                           "runtime": i.runtime, "metrics": i.metrics, "parameters": i.parameters}
+                          for i in cat], indent=1))
+        return 0
+    for i in cat:
+        print(f"{i.id}  {i.name}.ipynb — {i.title}")
+        if i.paper:
+            print(f"    paper: {i.paper}" + (f" (arXiv {i.arxiv})" if i.arxiv else ""))
+        if i.runtime:
+            print("    run time: " + ", ".join(f"{k} {v}" for k, v in i.runtime.items()))
+        print("    parameters:")
+        for name, p in i.parameters.items():
+            help_ = f"  # {p['help']}" if p.get("help") else ""
+            print(f"      {name}: {p.get('inferred_type_name')} = {p.get('default')}{help_}")
+        print()
+    return 0
+
+
+def _report_failures(results) -> int:
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        print(f"FAILED {r.describe_error()}", file=sys.stderr)
+        if r.output:
+            print(f"       executed notebook: {r.output}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_run(args) -> int:
+    from .runner import coerce_params, find_notebook, run_notebook
+    from .report import write_report
+
+    info = find_notebook(args.notebook, args.notebooks)
+    raw = _params(args.param)
+    if args.profile:
+        raw["profile"] = args.profile
+    if args.seed is not None:
+        raw["seed"] = str(args.seed)
+    params = coerce_params(info, raw)
+    out = args.out or f"runs/{params.get('profile', 'default')}"
+    print(f"{info.name}: running with {params or 'default parameters'} -> {out}")
+    r = run_notebook(info, params, out, progress_bar=args.verbose)
+    print(f"{info.name}: {r.status} in {r.duration:.1f} s; executed notebook {r.output}")
+    write_report(out, profile=params.get("profile"), notebooks_dir=args.notebooks)
+    return _report_failures([r])
+
+
+def _cmd_reproduce(args) -> int:
+    from .runner import reproduce
+
+    only = [s for s in args.only.split(",") if s.strip()] if args.only else None
+    out = args.out or f"runs/{args.profile}"
+    results = reproduce(profile=args.profile, only=only, out_dir=out, resume=args.resume,
+                        notebooks_dir=args.notebooks, params=_params(args.param), seed=args.seed,
+                        progress_bar=args.verbose,
+                        log=lambda s: print(s, flush=True))
+    print(f"report: {out}/report.md and {out}/report.html")
+    return _report_failures(results)
+
+
+def _cmd_bench(args) -> int:
+    from ..bench import run_benchmarks, format_table
+
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    rows = run_benchmarks(only=only, quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([r.as_dict() for r in rows], f, indent=1)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="xnn", description="Run the xnn notebooks headless, report, benchmark.")
+    ap.add_argument("--version", action="version", version=f"xnn {__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p):
+        p.add_argument("--notebooks", default=None, help="notebooks folder (default: the suite's)")
+
+    p = sub.add_parser("list", help="notebooks with their parameters and run times")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    common(p)
+    p.set_defaults(fn=_cmd_list)
+
+    def run_opts(p):
+        p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                       help="set a notebook parameter (repeatable); unknown names are refused")
+        p.add_argument("--seed", type=int, default=None, help="set the notebooks' seed parameter")
+        p.add_argument("--out", default=None, help="output folder (default runs/PROFILE)")
+        p.add_argument("-v", "--verbose", action="store_true", help="show papermill's per-cell progress")
+        common(p)
+
+    p = sub.add_parser("run", help="run one notebook")
+    p.add_argument("notebook", help="id (04), name (04_layerwise_discarding) or path")
+    p.add_argument("--profile", choices=["smoke", "default", "paper"], default=None)
+    run_opts(p)
+    p.set_defaults(fn=_cmd_run)
+
+    p = sub.add_parser("reproduce", help="run all notebooks in order and write the report")
+    p.add_argument("--profile", choices=["smoke", "default", "paper"], default="default")
+    p.add_argument("--only", default=None, help="comma-separated ids or names, e.g. 01,04")
+    p.add_argument("--resume", action="store_true", help="skip notebooks already complete with the same inputs")
+    run_opts(p)
+    p.set_defaults(fn=_cmd_reproduce)
+
+    p = sub.add_parser("bench", help="print the benchmark table")
+    p.add_argument("--only", default=None, help="comma-separated benchmark names")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke check of the benchmarks)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    p.set_defaults(fn=_cmd_bench)
+    return ap
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .runner import ParameterError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except BrokenPipeError:  # `xnn list | head`: the reader went away; not an error
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ParameterError, KeyError, FileNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"xnn {args.cmd}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""``OUT/report.md`` and ``OUT/report.html`` from the run markers and metric ledgers in ``OUT``.
+
+One summary row per notebook (status, duration, key metrics with the paper's number beside ours,
+the executed notebook's path), then one table per notebook with every recorded metric. The report
+is built from the files in ``OUT`` (not from memory), so a resumed or partial run reports every
+notebook that has a marker there.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import platform
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..core.version import __version__
+from ..core.ledger import atomic_write_text, read_ledger
+from .catalog import catalog
+
+__all__ = ["write_report", "collect"]
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _metric_text(m: Dict[str, Any]) -> str:
+    s = _fmt(m["value"]) + (f" {m['unit']}" if m.get("unit") else "")
+    if m.get("paper") is not None:
+        s += f" (paper {_fmt(m['paper'])})"
+    return s
+
+
+def collect(out_dir, notebooks_dir=None) -> List[Dict[str, Any]]:
+    """One dict per notebook with a marker in ``out_dir``: marker, metrics, notebook info."""
+    out_dir = Path(out_dir)
+    try:
+        infos = {i.name: i for i in catalog(notebooks_dir)}
+    except FileNotFoundError:
+        infos = {}
+    rows = []
+    for marker in sorted(out_dir.glob("*.run.json")):
+        try:
+            m = json.loads(marker.read_text())
+        except ValueError:
+            continue
+        name = m.get("name", marker.name[: -len(".run.json")])
+        metrics = read_ledger(out_dir / f"{name}.metrics.json")["metrics"]
+        info = infos.get(name)
+        keys = info.key_metrics if info else []
+        key_metrics = [x for x in metrics if x["name"] in keys] or metrics[:3]
+        rows.append({"name": name, "marker": m, "metrics": metrics, "key_metrics": key_metrics,
+                     "title": info.title if info else name, "paper": info.paper if info else ""})
+    return rows
+
+
+def _environment() -> str:
+    try:
+        import torch
+        tv = f"torch {torch.__version__}, " + ("CUDA " + torch.cuda.get_device_name(0)
+                                               if torch.cuda.is_available() else "CPU only")
+    except Exception:  # pragma: no cover
+        tv = "torch unavailable"
+    return (f"xnn {__version__}; {tv}; Python {platform.python_version()} on {platform.machine()}; "
+            f"written {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC}")
+
+
+def write_report(out_dir, *, profile: Optional[str] = None, notebooks_dir=None) -> Dict[str, Path]:
+    """Write ``report.md`` and ``report.html`` into ``out_dir``; return their paths."""
+    out_dir = Path(out_dir)
+    rows = collect(out_dir, notebooks_dir)
+    n_ok = sum(r["marker"].get("status") == "ok" for r in rows)
+    title = "xnn reproduction report" + (f" — profile `{profile}`" if profile else "")
+    md = [f"# {title}", "", f"{n_ok}/{len(rows)} notebooks completed. {_environment()}.", "",
+          "Numbers are ours unless marked *paper*; these are reproductions not verified by the "
+          "original authors (each notebook lists its deviations).", "",
+          "| notebook | status | duration | key metrics (ours, paper) | executed notebook |",
+          "|---|---|---|---|---|"]
+    for r in rows:
+        m = r["marker"]
+        status = m.get("status", "?")
+        if status != "ok" and m.get("error"):
+            e = m["error"]
+            status += f": cell {e.get('cell')}: {e.get('ename')}"
+        km = "; ".join(f"{x['name']} = {_metric_text(x)}" for x in r["key_metrics"]) or "–"
+        md.append(f"| {r['name']} | {status} | {m.get('duration', 0):.1f} s | {km} | {m.get('output', '')} |")
+    for r in rows:
+        md += ["", f"## {r['name']}: {r['title']}", ""]
+        if r["paper"]:
+            md += [f"*{r['paper']}*", ""]
+        err = r["marker"].get("error")
+        if err:
+            md += [f"**Failed** at cell {err.get('cell')}: `{err.get('ename')}: {err.get('evalue')}`", ""]
+        if r["metrics"]:
+            md += ["| metric | ours | paper | note |", "|---|---|---|---|"]
+            for x in r["metrics"]:
+                val = _fmt(x["value"]) + (f" {x['unit']}" if x.get("unit") else "")
+                note = (x.get("note") or "").replace("|", "\\|")
+                md.append(f"| {x['name']} | {val} | {_fmt(x.get('paper'))} | {note} |")
+        else:
+            md.append("No metrics recorded.")
+    md_text = "\n".join(md) + "\n"
+    paths = {"md": out_dir / "report.md", "html": out_dir / "report.html"}
+    atomic_write_text(paths["md"], md_text)
+    atomic_write_text(paths["html"], _html(title, rows, n_ok))
+    return paths
+
+
+def _html(title: str, rows: List[Dict[str, Any]], n_ok: int) -> str:
+    e = html.escape
+    out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
+           "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+           "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;"
+           "text-align:left;vertical-align:top}th{background:#f4f4f4}.ok{color:#176117}"
+           ".failed{color:#a11}.skipped{color:#555}.paper{color:#555;font-style:italic}</style></head><body>",
+           f"<h1>{e(title)}</h1>", f"<p>{n_ok}/{len(rows)} notebooks completed. {e(_environment())}.</p>",
+           "<p>Reproductions not verified by the original authors; each notebook lists its deviations.</p>",
+           "<table><tr><th>notebook</th><th>status</th><th>duration</th><th>key metrics</th>"
+           "<th>executed notebook</th></tr>"]
+    for r in rows:
+        m = r["marker"]
+        st = m.get("status", "?")
+        err = m.get("error") or {}
+        st_txt = st if st == "ok" else f"{st}: cell {err.get('cell')}: {err.get('ename')}: {err.get('evalue', '')}"
+        km = "<br>".join(
+            f"{e(x['name'])} = <b>{e(_fmt(x['value']))}</b>" + (f" {e(x['unit'])}" if x.get("unit") else "")
+            + (f" <span class='paper'>(paper {e(_fmt(x['paper']))})</span>" if x.get("paper") is not None else "")
+            for x in r["key_metrics"]) or "–"
+        link = e(m.get("output", ""))
+        out.append(f"<tr><td><a href='#{e(r['name'])}'>{e(r['name'])}</a></td><td class='{e(st)}'>{e(st_txt)}</td>"
+                   f"<td>{m.get('duration', 0):.1f} s</td><td>{km}</td><td><a href='{link}'>{link}</a></td></tr>")
+    out.append("</table>")
+    for r in rows:
+        out.append(f"<h2 id='{e(r['name'])}'>{e(r['name'])}: {e(r['title'])}</h2>")
+        if r["paper"]:
+            out.append(f"<p class='paper'>{e(r['paper'])}</p>")
+        if r["metrics"]:
+            out.append("<table><tr><th>metric</th><th>ours</th><th>paper</th><th>note</th></tr>")
+            for x in r["metrics"]:
+                val = _fmt(x["value"]) + (f" {x['unit']}" if x.get("unit") else "")
+                out.append(f"<tr><td>{e(x['name'])}</td><td>{e(val)}</td><td>{e(_fmt(x.get('paper')))}</td>"
+                           f"<td>{e(x.get('note') or '')}</td></tr>")
+            out.append("</table>")
+        else:
+            out.append("<p>No metrics recorded.</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
