@@ -5,13 +5,24 @@ draws through :mod:`xnn_support.viz`, so the static figures in normal cells show
 from __future__ import annotations
 
 from typing import Sequence
+from IPython.display import display
+import matplotlib.pyplot as plt
+import ipywidgets as w
+import torch
+import math
+from . import viz
+from .core.capture import capture
+from .papers.discarding import method as discarding
+from .data import edit_faces
+from .papers.semantic.experiments import explain_faces
+from .papers.semantic.experiments import paste_mask
+from .papers.graph import metrics as ge
+from .papers.pointcloud.method import point_sigma, rodrigues
 
 __all__ = ["feature_explorer", "dataset_browser"]
 
 
 def _show(fig):
-    from IPython.display import display
-    import matplotlib.pyplot as plt
 
     display(fig)
     plt.close(fig)
@@ -19,11 +30,7 @@ def _show(fig):
 
 def feature_explorer(model, images, layers: Sequence[str], *, n_channels: int = 16):
     """Choose an image and a layer; see that layer's first channels (via ``capture``)."""
-    import ipywidgets as w
-    import torch
 
-    from . import viz
-    from .core.capture import capture
 
     def update(index=0, layer=layers[0]):
         with torch.no_grad(), capture(model, [layer]) as cap:
@@ -35,9 +42,7 @@ def feature_explorer(model, images, layers: Sequence[str], *, n_channels: int = 
 
 def dataset_browser(ds, *, kind: str = "images"):
     """Page through a data set: ``kind`` is images | faces | clouds | sentences."""
-    import ipywidgets as w
 
-    from . import viz
 
     draw = {"images": lambda i: viz.image_grid(ds, range(i, min(i + 12, len(ds))), masks=True),
             "faces": lambda i: viz.face_grid(ds, range(i, min(i + 8, len(ds)))),
@@ -59,9 +64,7 @@ def consistency_explorer(images, layers, *, n_channels: int = 8):
     :class:`~xnn_support.consistency.Decomposition` (e.g. ``row["eval"]`` of
     :func:`~xnn_support.consistency_experiments.consistency_by_layer`), for ``images``.
     """
-    import ipywidgets as w
 
-    from . import viz
 
     names = list(layers)
     if not names:
@@ -87,10 +90,7 @@ def discarding_explorer(model, images, layers, *, fg_mask=None, grid: int = 8, s
     """Choose an image, a layer and lambda; see the pixel-wise entropy map of that layer
     (:func:`xnn_support.discarding.pixel_information`, all layers optimised at once and cached per
     (image, lambda); a few seconds per new choice on a CPU)."""
-    import ipywidgets as w
 
-    from .papers.discarding import method as discarding
-    from . import viz
 
     cache = {}
 
@@ -114,9 +114,7 @@ def word_explorer(results, tokens, keys=None, *, label: str = "log sigma"):
     """Browse precomputed word-level results: ``results = {model name: WordInfo}`` (sigma (L, B, n)),
     ``tokens`` the token lists, ``keys`` (B, n) bool planted key words; choose a sentence and see every
     model's layer x word heat-map."""
-    import ipywidgets as w
 
-    from . import viz
 
     def update(index=0):
         rows = []
@@ -135,11 +133,7 @@ def word_explorer(results, tokens, keys=None, *, label: str = "log sigma"):
 def face_explainer(ds, *, concept_model, performer, explainer, output=0, k: int = 6):
     """Choose a face, force attributes on / off (the face is redrawn with ``edit_faces``), and watch
     the performer's score and the explainer's contributions move (notebook 03)."""
-    import ipywidgets as w
 
-    from . import viz
-    from .data import edit_faces
-    from .papers.semantic.experiments import explain_faces
 
     names = list(ds.attribute_names)
     boxes = {a: w.Dropdown(options=["as drawn", "on", "off"], value="as drawn", description=a,
@@ -159,11 +153,7 @@ def face_explainer(ds, *, concept_model, performer, explainer, output=0, k: int 
 def paste_mask_explorer(ds, models, *, attribute: str = "rosy_cheeks", output="margin"):
     """Choose a face; see it as drawn, with ``attribute`` pasted and masked, and the score of each
     model in ``models`` ({label: nn.Module}) under the three versions (notebook 03)."""
-    import ipywidgets as w
 
-    from . import viz
-    from .data import edit_faces
-    from .papers.semantic.experiments import paste_mask
 
     def update(index=0):
         sub = ds.subset([int(index)])
@@ -189,9 +179,7 @@ def icnn_filter_browser(images, positions, scores, *, landmarks=None, rf: float 
     ``positions`` (F, N, 2) px and ``scores`` (F, N) from
     :func:`xnn_support.icnn_metrics.peak_positions` on ``images``.
     """
-    import ipywidgets as w
 
-    from . import viz
 
     def update(filter=0, top=k):
         _show(viz.icnn_top_images(images, positions, scores, filter, k=top, rf=rf, landmarks=landmarks))
@@ -208,10 +196,7 @@ __all__ += ["graph_node_browser"]
 def graph_node_browser(graph, inference, images, *, k: int = 6, size: int = 16):
     """Choose a layer and a node: its top image patches, its parents' and its children's patches.
     ``inference`` from ``graph.infer`` on ``images``."""
-    import ipywidgets as w
 
-    from .papers.graph import metrics as ge
-    from . import viz
 
     names = list(graph.layers)
 
@@ -249,13 +234,8 @@ def rotation_explorer(models, cloud, *, steps: int = 60, samples: int = 4, seed:
     unrotated cloud (a rotation-robust network keeps its pattern). ``models``: {name: model};
     ``cloud`` (N, 3). Each move re-runs :func:`~xnn_support.pointcloud.point_sigma` with a small
     budget (``steps`` x ``samples``; the same noise for every rotation)."""
-    import math
 
-    import ipywidgets as w
-    import torch
 
-    from . import viz
-    from .papers.pointcloud.method import point_sigma, rodrigues
 
     def update(theta=0.0, phi=0.0, alpha=0.0):
         R = rodrigues(theta, phi, alpha).unsqueeze(0)

@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from . import Row, benchmark
+from ..data import creatures
+from ..models import build
+from ..core.train import fit
 
 
 @benchmark("train/fit")
 def _fit_rows(quick: bool):
-    from ..data import creatures
-    from ..models import build
-    from ..core.train import fit
 
     n = 256 if quick else 1024
     ds = creatures(n, 64, seed=0)

@@ -36,6 +36,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import nn
+from ..data.types import fingerprint, fingerprint_tensor
 
 __all__ = ["cache_dir", "make_key", "canonical_json", "state_checksum", "entry_path", "save_file",
            "load_file", "CacheError", "FORMAT", "epoch_dir", "remove_stale_epoch_dirs", "new_run_id",
@@ -150,7 +151,6 @@ def data_fingerprint(ds) -> Optional[str]:
     ``spec`` is empty or only names a subset index (a subset of a hand-made dataset)."""
     if ds is None:
         return None
-    from ..data.types import fingerprint, fingerprint_tensor
 
     spec = getattr(ds, "spec", None) or {}
     if dataclasses.is_dataclass(ds) and (not spec or set(spec) <= {"subset"}):

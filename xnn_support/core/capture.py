@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .utils import device_of
+from .utils import progress as bar
 
 __all__ = ["capture", "Capture", "CaptureError", "resolve_layers", "layer_names"]
 
@@ -267,7 +268,6 @@ class Capture:
         chunks: Dict[str, List[torch.Tensor]] = {k: [] for k in self.names}
         starts = range(0, n, bs)
         if progress:
-            from .utils import progress as bar
             starts = bar(starts, desc="capture", total=(n + bs - 1) // bs)
         with torch.set_grad_enabled(grad):
             for s in starts:

@@ -22,7 +22,8 @@ ALIASES = {
     "explanatory_graph": "papers.graph.method", "explanatory_graph_loop": "papers.graph.loop",
     "graph_eval": "papers.graph.metrics", "graph_experiments": "papers.graph.experiments",
     "bench_graph": "papers.graph.bench",
-    "icnn": "papers.icnn.method", "icnn_metrics": "papers.icnn.metrics",
+    "icnn": "papers.icnn",  # the package: method + metrics (location_instability, issue 6)
+    "icnn_metrics": "papers.icnn.metrics",
     "icnn_experiments": "papers.icnn.experiments", "bench_icnn": "papers.icnn.bench",
     "semantic": "papers.semantic.method", "semantic_scores": "papers.semantic.scores",
     "semantic_faces": "papers.semantic.experiments", "bench_semantic": "papers.semantic.bench",

@@ -23,6 +23,7 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+import pandas as pd
 
 __all__ = ["record", "results_table", "set_ledger", "ledger_path", "read_ledger", "atomic_write_text",
            "records"]
@@ -141,7 +142,6 @@ def _show(entry) -> None:
 
 def results_table(prefix: Optional[str] = None):
     """The metrics recorded so far as a pandas DataFrame (ours beside the paper's)."""
-    import pandas as pd
 
     rows = [r for r in records() if prefix is None or r["name"].startswith(prefix)]
     df = pd.DataFrame(rows, columns=["name", "value", "paper", "unit", "note"])

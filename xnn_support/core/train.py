@@ -45,6 +45,8 @@ from .augment import make_augment
 from .predict import (Inputs, _as_tuple, _check_xy, _forward, _is_class, _val_metrics,  # noqa: F401
                       default_inputs, evaluate, predict)
 from .utils import device_of, progress as _progress, quiet, seed_everything, to_device, torch_threads
+from .version import __version__
+from ..models import build
 
 __all__ = ["fit", "evaluate", "predict", "TrainResult", "TrainingError", "default_inputs", "recipe",
            "RECIPES"]
@@ -169,8 +171,6 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
     while training (restored afterwards); 1 is much faster than 2 on a CPU shared with other jobs.
     Not part of the cache key (recorded in ``meta``): thread count changes only the last bits.
     """
-    from .version import __version__
-    from ..models import build
 
     # --- argument checks
     for nm, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):

@@ -16,6 +16,7 @@ from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 __all__ = ["seed_everything", "device_of", "progress", "quiet", "to_device", "torch_threads", "mean_sd",
            "mean_sd_by_key", "MeanSD"]
@@ -65,7 +66,6 @@ def quiet() -> bool:
 
 def progress(iterable: Optional[Iterable] = None, **kwargs):
     """A ``tqdm.auto`` progress bar for long loops; disabled when ``XNN_QUIET=1``."""
-    from tqdm.auto import tqdm
 
     kwargs.setdefault("disable", quiet())
     kwargs.setdefault("leave", False)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Dict
 
 import numpy as np
+from skimage import data as skdata
 
 __all__ = ["BACKGROUNDS", "sample_background", "render_background", "load_photos"]
 
@@ -34,7 +35,6 @@ _F = np.float32
 def load_photos() -> Dict[str, np.ndarray]:
     """The bundled skimage photos as float32 (H,W,3) arrays in [0,1] (cached)."""
     if not _PHOTOS:
-        from skimage import data as skdata
 
         for name in _PHOTO_NAMES:
             im = np.asarray(getattr(skdata, name)())

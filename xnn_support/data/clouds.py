@@ -44,6 +44,8 @@ import torch
 
 from ._cloud_shapes import ALL_CLASSES, COMPOSITE_PARTS, COMPOSITES, area, choose, sample
 from .types import PointCloudSet
+from scipy.spatial import cKDTree
+from sklearn.datasets import load_digits
 
 __all__ = ["digits3d", "shapes3d", "parts3d", "random_rotations", "SHAPE_CLASSES", "PART_CLASSES"]
 
@@ -116,7 +118,6 @@ def _background(fg: np.ndarray, count: int, rng) -> np.ndarray:
     d = rng.standard_normal((n, count * _BG_TRIES, 3))
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
     cand = d * rng.random((n, count * _BG_TRIES, 1)) ** (1 / 3)
-    from scipy.spatial import cKDTree  # one tree per cloud; each query is vectorised
 
     dist = np.stack([cKDTree(fg[i]).query(cand[i], k=1)[0] for i in range(n)])
     cand, dist = cand.reshape(n, count, _BG_TRIES, 3), dist.reshape(n, count, _BG_TRIES)
@@ -202,7 +203,6 @@ def parts3d(n_per_class: int = 100, points: int = 512, *, classes: Optional[Sequ
 
 @lru_cache(maxsize=1)
 def _digits_images():
-    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
 
     d = load_digits()
     img = torch.from_numpy(d.images.astype(np.float32))[:, None] / 16.0

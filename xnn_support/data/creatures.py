@@ -47,6 +47,7 @@ from ._creatures_draw import Canvas
 from ._creatures_shapes import (CATEGORIES, LANDMARK_NAMES, LANDMARK_PARTS, MODELS, PART_NAMES,
                                 draw_scattered, scatter_kinds)
 from .types import ImageSet
+import xnn_support
 
 __all__ = ["creatures", "SIZES", "CATEGORIES", "PART_NAMES", "LANDMARK_NAMES", "LANDMARK_PARTS"]
 
@@ -273,7 +274,6 @@ def _occlude(img, lab, lms, occ, gi, positive, S):
 
 
 def _assemble(images, label_map, lms, labels, categories, spec) -> ImageSet:
-    import xnn_support
 
     n, S = images.shape[0], images.shape[-1]
     # visibility: inside the canvas and on a pixel labelled with the landmark's own part

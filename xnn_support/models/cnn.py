@@ -31,6 +31,7 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import nn
+import torchvision.models as tvm
 
 __all__ = ["VGGSmall", "AlexNetSmall", "ResNetSmall", "BasicBlock", "TORCHVISION_MODELS",
            "torchvision_model", "check_image_input"]
@@ -277,7 +278,6 @@ def torchvision_model(name: str, num_classes: int = 1000, weights_path=None) -> 
     With ``weights_path`` the file's head size is used to load it, and the head is then replaced by
     a freshly initialised ``num_classes``-way linear layer if the sizes differ.
     """
-    import torchvision.models as tvm
 
     if name not in TORCHVISION_MODELS:
         raise ValueError(f"unknown torchvision model {name!r}; choose from {TORCHVISION_MODELS}")

@@ -12,10 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import List, Optional
 
 from ..core.version import __version__
+from .runner import catalog
+from .runner import coerce_params, find_notebook, run_notebook
+from .report import write_report
+from .runner import reproduce
+from ..bench import run_benchmarks, format_table
+from .runner import ParameterError
 
 __all__ = ["main"]
 
@@ -25,7 +32,6 @@ def _params(pairs) -> dict:
 
 
 def _cmd_list(args) -> int:
-    from .runner import catalog
 
     cat = catalog(args.notebooks)
     if args.json:
@@ -57,8 +63,6 @@ def _report_failures(results) -> int:
 
 
 def _cmd_run(args) -> int:
-    from .runner import coerce_params, find_notebook, run_notebook
-    from .report import write_report
 
     info = find_notebook(args.notebook, args.notebooks)
     raw = _params(args.param)
@@ -76,7 +80,6 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_reproduce(args) -> int:
-    from .runner import reproduce
 
     only = [s for s in args.only.split(",") if s.strip()] if args.only else None
     out = args.out or f"runs/{args.profile}"
@@ -89,7 +92,6 @@ def _cmd_reproduce(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from ..bench import run_benchmarks, format_table
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
     rows = run_benchmarks(only=only, quick=args.quick, log=lambda s: print(s, file=sys.stderr, flush=True))
@@ -143,13 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .runner import ParameterError
-
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except BrokenPipeError:  # `xnn list | head`: the reader went away; not an error
-        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (ParameterError, KeyError, FileNotFoundError) as e:

@@ -14,6 +14,8 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import torch
+
 from ..core.version import __version__
 from ..core.ledger import atomic_write_text, read_ledger
 from .catalog import catalog
@@ -63,7 +65,6 @@ def collect(out_dir, notebooks_dir=None) -> List[Dict[str, Any]]:
 
 def _environment() -> str:
     try:
-        import torch
         tv = f"torch {torch.__version__}, " + ("CUDA " + torch.cuda.get_device_name(0)
                                                if torch.cuda.is_available() else "CPU only")
     except Exception:  # pragma: no cover

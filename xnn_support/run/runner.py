@@ -36,6 +36,10 @@ from ..core.ledger import atomic_write_text, read_ledger
 from .catalog import (PROFILES, NotebookInfo, ParameterError, catalog, coerce_params,  # noqa: F401
                       default_notebooks_dir, find_notebook)
 from .report import write_report
+import nbformat
+import sys
+import papermill as pm
+from papermill.exceptions import PapermillExecutionError
 
 __all__ = ["NotebookInfo", "RunResult", "catalog", "find_notebook", "coerce_params", "run_notebook",
            "reproduce", "ParameterError", "default_notebooks_dir", "inputs_hash", "PROFILES"]
@@ -101,7 +105,6 @@ def is_complete(info: NotebookInfo, params: Dict[str, Any], out_dir) -> bool:
 
 def _incomplete_cells(nb_path: Path) -> List[Dict[str, Any]]:
     """Code cells that did not complete (skip-execution cells excepted)."""
-    import nbformat
 
     nb = nbformat.read(str(nb_path), as_version=4)
     bad, idx = [], 0
@@ -123,7 +126,6 @@ def _stderr_to(path: Path, enabled: bool = True):
     if not enabled:
         yield
         return
-    import sys
 
     sys.stderr.flush()
     saved = os.dup(2)
@@ -139,7 +141,6 @@ def _stderr_to(path: Path, enabled: bool = True):
 
 def _source_index(path: Path, source: str, fallback):
     """Index of the failing cell in the *source* notebook (papermill counts its injected cell)."""
-    import nbformat
 
     try:
         cells = nbformat.read(str(path), as_version=4).cells
@@ -152,8 +153,6 @@ def _source_index(path: Path, source: str, fallback):
 def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel: str = KERNEL,
                  progress_bar: bool = False, timeout: Optional[int] = None) -> RunResult:
     """Execute one notebook into ``out_dir``; never raises for a notebook failure (see status)."""
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+import functools
 
 __all__ = ["image_grid", "face_grid", "cloud_grid", "sentence_table", "feature_maps",
            "training_curves", "compare_bars", "PART_COLORS"]
@@ -25,7 +26,6 @@ PART_COLORS = list(matplotlib.colormaps["tab10"].colors)
 def _detached(fn):
     """Close the figure in pyplot before returning it: the notebook shows the returned figure once
     (no second copy from the inline backend) and loops that make many figures leak no memory."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

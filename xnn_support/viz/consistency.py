@@ -9,6 +9,7 @@ import numpy as np  # noqa: F401
 import torch  # noqa: F401
 
 from ._base import PART_COLORS, _detached, _grid, _np_img  # noqa: F401
+import pandas as pd
 
 
 
@@ -17,7 +18,6 @@ def consistency_shares(rows, *, title: Optional[str] = None, group: str = "layer
     """Variance shares of each order and of the residual, grouped by ``group`` (a layer, a toy
     case): ``rows`` are dicts (or a DataFrame) with ``share_0 .. share_K`` and ``share_residual``;
     several rows per group (seeds) give mean bars with sd whiskers."""
-    import pandas as pd
 
     df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
     parts = sorted([c for c in df.columns if c.startswith("share_") and c[6:].isdigit()],
@@ -127,7 +127,6 @@ def refinement_bars(rows, *, title: Optional[str] = None):
     """Test accuracy of network B before refinement and after fine-tuning its upper layers on each
     feature variant (mean over seeds, sd whiskers, one dot per seed); one panel per experiment.
     ``rows``: dicts with ``experiment``, ``variant``, ``accuracy`` (and ``seed``)."""
-    import pandas as pd
 
     df = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows
     exps = list(dict.fromkeys(df["experiment"]))

@@ -15,8 +15,6 @@ def entropy_grid(images, maps, *, fg_mask=None, n: int = 6, vmin=None, vmax=None
     """Pixel-wise entropy maps per layer in a grid: one row per image (the image first, with the
     foreground outline when ``fg_mask`` (B, H, W) is given), one column per layer. ``maps``:
     ``{layer: (B, g, g) or (B, H, W)}``; one colour scale for the whole figure (bright = discarded)."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     names = list(maps)
     n = min(n, images.shape[0])
@@ -51,8 +49,6 @@ def layer_curves(curves, *, ylabel: str = "mean entropy (nats / dim)", xlabel: s
                  title=None, ax=None, relative: bool = True, markers: bool = True):
     """Layer-wise curves: ``curves = {label: (layer_names, mean, sd or None)}``; x is the relative
     depth (i / (L - 1)) so networks of different depths share an axis, or the layer index."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     fig, ax = (plt.subplots(figsize=(5.2, 3.3)) if ax is None else (ax.figure, ax))
     for label, (names, mean, sd) in curves.items():
@@ -78,8 +74,6 @@ def layer_curves(curves, *, ylabel: str = "mean entropy (nats / dim)", xlabel: s
 
 def fg_bg_curves(layers, fg, bg, *, fg_sd=None, bg_sd=None, gap=None, gap_sd=None, title=None):
     """Foreground vs background entropy per layer (left) and their gap bg - fg (right), mean +- sd."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     x = np.arange(len(layers))
     fig, axes = plt.subplots(1, 2 if gap is not None else 1, figsize=(9 if gap is not None else 5, 3.2),
@@ -107,8 +101,6 @@ def word_heatmap(tokens, values, layer_names, *, keys=None, title=None, cmap: st
                  label: str = "sigma", ax=None, vmin=None, vmax=None):
     """Word heat-map of one sentence: rows = layers, columns = words (``values`` (L, n), NaN on
     padding is cut); planted key words (``keys``: indices or a bool mask) are underlined in red."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     v = np.asarray(values, float)[:, :len(tokens)]
     fig, ax = (plt.subplots(figsize=(0.55 * len(tokens) + 1.8, 0.35 * len(layer_names) + 1.1))
@@ -133,7 +125,6 @@ def word_heatmap(tokens, values, layer_names, *, keys=None, title=None, cmap: st
 def word_heatmaps(rows, *, title=None, cmap: str = "magma", label: str = "log sigma"):
     """Several word heat-maps stacked: ``rows = [(name, tokens, values (L, n), layer_names, keys)]``,
     each row on its own colour scale."""
-    import matplotlib.pyplot as plt
 
     width = max(len(r[1]) for r in rows)
     heights = [len(r[3]) + 1.5 for r in rows]
@@ -151,8 +142,6 @@ def sigma_trajectories(history, *, target=None, readout_steps=None, labels=None,
     """Optimisation traces of the sigma engine: normalised feature change F_t (left) and mean
     entropy H_t (right), one line per layer (mean over inputs); ``target`` marks the read-out
     level, ``readout_steps`` (per layer) the read-out step."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     F = np.asarray(history["F"], float).mean(-1)
     H = np.asarray(history["H"], float).mean(-1)

@@ -18,7 +18,6 @@ def graph_by_layer(graph, parts=None, part_names=(), *, max_nodes: int = 60, sco
     (row, col) inside its layer's panel, coloured by its majority part (``parts``: {layer: (M,)},
     -1 = background), edges from the ``max_nodes`` strongest nodes (``scores``: {layer: (M,)}) to
     their parents."""
-    import matplotlib.pyplot as plt
 
     names = list(graph.layers)
     cmap = plt.get_cmap("tab10")
@@ -60,7 +59,6 @@ def graph_by_layer(graph, parts=None, part_names=(), *, max_nodes: int = 60, sco
 
 
 def _graph_ones(n):
-    import torch
 
     return torch.ones(n)
 
@@ -69,7 +67,6 @@ def _graph_ones(n):
 def graph_patch_gallery(rows, labels, *, title=None):
     """Image patches per node (like the lecture's Figure 8): ``rows`` a list of (k, 3, s, s)
     tensors (one row per node), ``labels`` a row title each."""
-    import matplotlib.pyplot as plt
 
     k = max(r.shape[0] for r in rows)
     fig, axes = plt.subplots(len(rows), k, figsize=(1.1 * k + 1.5, 1.15 * len(rows)), squeeze=False)
@@ -89,7 +86,6 @@ def graph_patch_gallery(rows, labels, *, title=None):
 def graph_localisation(images, gt, preds, *, n: int = 6, title=None):
     """Few-shot localisation examples: ground truth (white circle) and each method's prediction
     (``preds``: {method: (N, 2) pixels}) on the first ``n`` images."""
-    import matplotlib.pyplot as plt
 
     marks = ["x", "+", "^", "s"]
     cols = ["tab:red", "tab:blue", "tab:orange", "tab:green"]
@@ -110,8 +106,6 @@ def graph_localisation(images, gt, preds, *, n: int = 6, title=None):
 def graph_bars(groups, *, errors=None, ylabel="", title=None, lecture=None):
     """Grouped bars: ``groups`` {group: {method: value}}, optional ``errors`` of the same shape
     (sd over seeds) and ``lecture`` {group: {method: value}} drawn hatched beside ours."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     gnames = list(groups)
     methods = list(dict.fromkeys(m for g in groups.values() for m in g))

@@ -9,6 +9,9 @@ import numpy as np  # noqa: F401
 import torch  # noqa: F401
 
 from ._base import PART_COLORS, _detached, _grid, _np_img  # noqa: F401
+import torch.nn.functional as F
+from matplotlib.patches import Rectangle
+from ..papers.icnn.method import positive_templates
 
 
 
@@ -17,7 +20,6 @@ def icnn_filter_panels(images, maps, filters: Sequence[int], *, k: int = 5, scor
                        title: Optional[str] = None, cmap: str = "magma"):
     """The lecture's per-filter panels: one row per filter, its top-``k`` images (by ``scores``
     (F, N), default the map max) with the filter's up-sampled map overlaid; landmarks as dots."""
-    import torch.nn.functional as F
 
     maps = maps.detach().float().cpu()
     sc = maps.flatten(2).amax(2).t() if scores is None else torch.as_tensor(scores)
@@ -49,7 +51,6 @@ def icnn_top_images(images, positions, scores, f: int, *, k: int = 8, rf: float 
                     landmark_names=None, title: Optional[str] = None):
     """Filter ``f``'s top-``k`` images with a receptive-field box (side ``rf`` px) centred on its
     peak (``positions`` (F, N, 2) px, ``scores`` (F, N)) and the ground-truth landmarks."""
-    from matplotlib.patches import Rectangle
 
     sc = torch.as_tensor(scores)[f]
     top = torch.argsort(sc, descending=True)[:k].tolist()
@@ -128,7 +129,6 @@ def icnn_sweep_bars(table, metric: str = "instability", *, reference: Optional[D
 @_detached
 def icnn_templates(n: int = 14, positions: Sequence[Tuple[int, int]] = ((3, 3), (7, 10)), beta: float = 4.0):
     """A few positive templates T_mu and the negative template (paper's tau = 0.5 / n^2)."""
-    from ..papers.icnn.method import positive_templates
 
     T = positive_templates(n, beta=beta)
     tau = 0.5 / n ** 2

@@ -17,8 +17,6 @@ def contribution_bars(explanation, idx, *, images=None, k: int = 6, title=None, 
     """Per-image reasons (the lecture's 'attractive' chart): for each face in ``idx``, the image
     (when ``images`` is given) and the ``k`` largest contributions alpha_i * y_i (green > 0,
     red < 0), the bias b, the unexplained residual y - y_hat and the performer's y."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     idx = list(idx)
     cols = 2 if images is not None else 1
@@ -60,8 +58,6 @@ def contribution_bars(explanation, idx, *, images=None, k: int = 6, title=None, 
 def concept_importance(names, series, *, errors=None, ylabel: str = "share of |contributions|", title=None):
     """Grouped bars per concept, one bar per entry of ``series`` ({label: (C,) values}) with
     optional ``errors`` ({label: (C,) sd}): dataset-level importance, or recovered vs planted weights."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     names = list(names)
     x = np.arange(len(names))
@@ -86,8 +82,6 @@ def paste_mask_faces(originals, pasted, masked, scores, *, row_titles=None, titl
     """The lecture's pasted / masked figure: for each face (row), the face as drawn, with the
     attribute pasted and with it masked, each titled with the scores in ``scores``
     ({model label: (rows, 3) array of (original, pasted, masked)})."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     n = len(originals)
     fig, axes = plt.subplots(n, 3, figsize=(7.2, 2.6 * n), squeeze=False)
@@ -114,8 +108,6 @@ def paste_mask_summary(tables, *, errors=None, lecture=None, title=None):
     original / pasted / masked; ``tables`` = {model: {group: (orig, pasted, masked)}}, optional
     ``errors`` of the same shape (sd over seeds) and ``lecture`` = {group: (3 numbers)} drawn as a
     separate panel."""
-    import matplotlib.pyplot as plt
-    import numpy as np
 
     panels = dict(tables)
     if lecture:

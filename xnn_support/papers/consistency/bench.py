@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...bench import Row, benchmark, paired
+from .experiments import planted_pair
+from .method import ConsistencyNet, FeaturePairs, _GateLoss, _pair_inputs, fit_order0
+from ...core.train import fit
 
 
 class _PlainG(nn.Module):
@@ -33,15 +36,12 @@ class _PlainG(nn.Module):
 
 
 def _data(n: int, c: int = 32, size: int = 8):
-    from .experiments import planted_pair
 
     return planted_pair("mix", n=n, channels=c, size=size, seed=0)
 
 
 @benchmark("consistency/g_theta")
 def _g_rows(quick: bool):
-    from .method import ConsistencyNet, FeaturePairs, _GateLoss, _pair_inputs, fit_order0
-    from ...core.train import fit
 
     n, c = (256 if quick else 1024), 32
     xa, xb = _data(n, c)

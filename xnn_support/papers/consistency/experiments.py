@@ -36,6 +36,10 @@ from torch import nn
 from ...core.capture import capture, resolve_layers
 from .method import ConsistencyResult, Decomposition, _threads_kw, fit_consistency
 from ...core.utils import device_of, mean_sd  # noqa: F401  (mean_sd: the core one, re-exported)
+import copy
+from .method import variance_shares
+from ...core.train import predict
+from ...core.train import evaluate, fit
 
 __all__ = ["tap_features", "consistency_by_layer", "diagnose", "Diagnosis", "energy_maps",
            "foreground_share", "part_fg_ratios", "planted_pair", "mean_sd", "Spliced", "refine",
@@ -92,7 +96,6 @@ def consistency_by_layer(model_a: nn.Module, model_b: nn.Module, fit_images: tor
 
 
 def _share_row(layer: str, ev: Decomposition, res: ConsistencyResult) -> Dict[str, Any]:
-    from .method import variance_shares
 
     g_share = variance_shares([ev.g], ev.residual, ev.g + ev.residual)[0]
     row: Dict[str, Any] = {"layer": layer}
@@ -252,7 +255,6 @@ def _spliced_inputs(ds: SplicedSet):
 def accuracy_with_feature(model: nn.Module, layer: str, images: torch.Tensor, feats: torch.Tensor,
                           labels: torch.Tensor, *, batch_size: int = 256) -> float:
     """Accuracy of ``model`` when the output of ``layer`` is replaced by ``feats``."""
-    from ...core.train import predict
 
     if not (images.shape[0] == feats.shape[0] == labels.shape[0]):
         raise ValueError(f"images, feats and labels need the same count, got {images.shape[0]}, "
@@ -274,9 +276,7 @@ def refine(model_b: nn.Module, layer: str, train_images: torch.Tensor, train_lab
     in training mode, layers before the tap frozen). Returns ``{"before": test accuracy of B as
     trained, name: test accuracy after fine-tuning on that feature, ...}``.
     """
-    import copy
 
-    from ...core.train import evaluate, fit
 
     if set(train_feats) != set(test_feats):
         raise ValueError(f"train_feats and test_feats must have the same names, got {sorted(train_feats)} "

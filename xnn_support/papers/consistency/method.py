@@ -70,6 +70,8 @@ import torch.nn.functional as F
 from .net import (EPS, ConsistencyNet, _as_maps, _check_orders, check_pair,  # noqa: F401
                               fit_order0, normalize)
 from ...core.utils import device_of
+import inspect
+from ...core.train import fit
 
 __all__ = ["ConsistencyNet", "ConsistencyResult", "Decomposition", "FeaturePairs", "fit_consistency",
            "decompose", "fit_order0", "variance_shares", "check_pair", "normalize"]
@@ -99,7 +101,6 @@ def variance_shares(components: Sequence[torch.Tensor], residual: torch.Tensor,
 
 def _threads_kw(fn, num_threads) -> Dict[str, Any]:
     """``num_threads=`` only where the trainer supports it."""
-    import inspect
 
     if num_threads is None or "num_threads" not in inspect.signature(fn).parameters:
         return {}
@@ -228,7 +229,6 @@ def fit_consistency(feat_a: torch.Tensor, feat_b: torch.Tensor, *, orders: int =
     ``residual`` (x_B - g(x_A)), ``shares`` (K+2 floats: each order's share of Var(x_B), then
     the residual's), ``net``, ``history``, ``gates``, ``linear_residual``.
     """
-    from ...core.train import fit
 
     orders = _check_orders(orders)
     a, b = check_pair(feat_a, feat_b, what="fit_consistency")

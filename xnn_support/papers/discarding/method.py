@@ -51,6 +51,8 @@ from .text import (MiniLMInputs, WordInfo, auc_per_layer, feature_std, icml19_li
                               key_mask, key_word_auc, minilm_features, minilm_information, minilm_inputs,
                               minilm_pairs, relative_log_sigma, selection_depth, text_information,
                               word_information)
+import pandas as pd
+from ...core.train import fit
 
 __all__ = ["pixel_information", "PixelInfo", "fg_bg_entropy", "layer_summary", "conv_layers", "stage_layers",
            "train_decoders", "reconstruction_information", "Decoder", "word_information", "text_information",
@@ -186,7 +188,6 @@ def layer_summary(infos: Dict[str, PixelInfo], fg_mask: Optional[torch.Tensor] =
     """One row per layer: mean and sd over images of the entropy, the read-out F and (with masks)
     the fg / bg entropies and their gap. ``monotone=True`` applies the deepinfo post-processing
     (running max over layers) to the mean entropy, reported in ``entropy_runmax``."""
-    import pandas as pd
 
     rows = []
     for name, info in infos.items():
@@ -206,7 +207,6 @@ def layer_summary(infos: Dict[str, PixelInfo], fg_mask: Optional[torch.Tensor] =
 def across_seeds(tables: Sequence[Any]):
     """Mean and sd over seeds of per-layer tables from :func:`layer_summary` (same layers, same
     order): columns ``<col>`` (mean over seeds) and ``<col>_sd_seeds`` (sample sd, NaN for one seed)."""
-    import pandas as pd
 
     if not tables:
         raise ValueError("no tables")
@@ -291,7 +291,6 @@ def train_decoders(model: nn.Module, layers, images: torch.Tensor, *, val_images
     features, through :func:`xnn_support.train.fit` (checkpoint cache). deepinfo step_decoder.py:
     Adam lr 0.01, 5 epochs, batch 16, MSE. Returns ``{layer: Decoder}`` (eval mode, frozen) and, under
     ``"_val_mse"``, the validation MSE per layer when ``val_images`` is given."""
-    from ...core.train import fit
 
     images = _check_images(images)
     names = list(resolve_layers(model, layers))

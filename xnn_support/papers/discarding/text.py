@@ -36,6 +36,9 @@ from torch import nn
 from ... import sigma as _sigma
 from ...sigma import AxisUnits, CallableFeatures, ModuleFeatures, SigmaResult, StagedFeatures, optimize_sigma
 from ...core.utils import device_of
+import math
+from ...data import templated_sentences
+from ...data.text import NEGATIVE_WORDS, POSITIVE_WORDS
 
 __all__ = ["WordInfo", "word_information", "text_information", "minilm_information", "minilm_inputs",
            "minilm_features", "feature_std", "key_word_auc", "MiniLMInputs", "key_mask", "auc_per_layer",
@@ -324,8 +327,6 @@ def minilm_pairs(n: int, tokenizer=None) -> List[tuple]:
     """n (sentence, adjective) pairs from :func:`xnn_support.data.templated_sentences`, one template
     after the other with a new adjective each time; adjectives that the tokenizer splits into
     several word pieces are skipped (the key word must be one token)."""
-    from ...data import templated_sentences
-    from ...data.text import NEGATIVE_WORDS, POSITIVE_WORDS
 
     adjs = [a for a in POSITIVE_WORDS + NEGATIVE_WORDS
             if tokenizer is None or len(tokenizer.tokenize(a)) == 1]
@@ -343,7 +344,6 @@ def icml19_linear_toy(*, steps: int = 5000, lr: float = 0.5, samples: int = 1, s
     """The authors' toy (Torturial.ipynb): Phi(x) = W x with W = [10, 20, 5, -20, -10], x ~ randn(5, 256)/100,
     r from 100 random inputs, scale 1, rate 0.1, official init (rho ~ N(0, 1)). Returns the closed form
     r_eff sqrt(rate / 2n) / |w_i|, our read-outs (tail, final, snapshot) and the published outputs."""
-    import math
 
     w = torch.tensor([10.0, 20.0, 5.0, -20.0, -10.0])
     g = torch.Generator().manual_seed(seed)

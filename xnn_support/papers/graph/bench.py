@@ -17,6 +17,7 @@ from collections import OrderedDict
 import torch
 
 from ...bench import Row, benchmark, one_thread, paired, timeit
+from .method import mine
 
 
 def _maps(n: int, c: int = 16, seed: int = 0):
@@ -31,7 +32,6 @@ _GEO = {"low": (4.0, 1.5), "top": (8.0, 3.5)}
 @benchmark("graph/mining")
 @one_thread
 def _mining_rows(quick: bool):
-    from .method import mine
 
     n = 8 if quick else 16
     fm = _maps(n)
@@ -46,7 +46,6 @@ def _mining_rows(quick: bool):
 @benchmark("graph/scaling")
 @one_thread
 def _scaling_rows(quick: bool):
-    from .method import mine
 
     n = 32 if quick else 128
     kw = dict(geometry=_GEO, nodes_per_filter=[12, 6], parents=2, iters=3, seed=0, batch_size=32)

@@ -24,6 +24,8 @@ from . import metrics as ge
 from .method import mine
 from ...core.train import fit, recipe
 from ...core.utils import mean_sd
+import dataclasses
+from ...core.capture import capture
 
 __all__ = ["train_model", "run_seed", "mirror", "choose_flips", "facing_right", "seed_table", "seed_summary", "LAYERS",
            "CATEGORIES", "FLIPS"]
@@ -52,7 +54,6 @@ FLIPS = ("mixed", "auto", "oracle")
 def mirror(ds, which: torch.Tensor):
     """Copy of an ImageSet with the images where ``which`` (N,) is True mirrored left-right, with
     their landmarks, part masks, foreground masks and boxes."""
-    import dataclasses
     S = ds.images.shape[-1]
     w4 = which.view(-1, 1, 1, 1)
     lm = ds.landmarks.clone()
@@ -176,7 +177,6 @@ def run_seed(seed: int, *, n_train: int = 2000, epochs: int = 10, n_mine: int = 
     nsc = torch.cat([_units(G, inf, fm_all, n)[1] for n in layers], 1)
     fpix = torch.cat([_units(G, inf, fm_all, n)[2] for n in layers], 1)
     fsc = torch.cat([_units(G, inf, fm_all, n)[3] for n in layers], 1)
-    from ...core.capture import capture
     with capture(model, ["classifier.3"]) as cap:
         fc = cap.run(bird.images, batch_size=batch_size)["classifier.3"]
     fc = torch.nn.functional.normalize(fc.flatten(1), dim=1)

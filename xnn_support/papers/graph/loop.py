@@ -9,7 +9,14 @@ import math
 
 import torch
 
-__all__ = ["e_step_loop"]
+__all__ = ["e_step_loop", "cell_grid"]
+
+
+def cell_grid(H, W, dev):
+    """(H, W, 2) float coordinates (row, col) of every cell; shared by the vectorised and loop E steps."""
+    r = torch.arange(H, dtype=torch.float32, device=dev)
+    c = torch.arange(W, dtype=torch.float32, device=dev)
+    return torch.stack(torch.meshgrid(r, c, indexing="ij"), -1)  # (H, W, 2)
 
 
 def e_step_loop(A, mu, sigma, half, valid_tau=0.1):
@@ -18,8 +25,7 @@ def e_step_loop(A, mu, sigma, half, valid_tau=0.1):
     = sum over images and cells of w * ||x - mu||^2 (the M step's accumulator)."""
     B, C, H, W = A.shape
     P = mu.shape[2]
-    from .method import _grid
-    g = _grid(H, W, A.device)
+    g = cell_grid(H, W, A.device)
     score = torch.zeros(B, C, P)
     pos = torch.zeros(B, C, P, 2)
     mean = torch.zeros(B, C, P, 2)

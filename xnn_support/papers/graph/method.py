@@ -44,7 +44,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .loop import e_step_loop  # noqa: F401  (re-exported: loop reference)
+from .loop import cell_grid as _grid, e_step_loop  # noqa: F401  (e_step_loop: re-exported loop reference)
 
 __all__ = ["GraphLayer", "ExplanatoryGraph", "mine", "e_step", "e_step_loop", "select_parents",
            "normalise_maps"]
@@ -78,12 +78,6 @@ class Inference:
     """Per layer: ``pos`` (N, C*P, 2) node positions (row, col, cells), ``score`` (N, C*P)."""
     pos: Dict[str, torch.Tensor] = field(default_factory=dict)
     score: Dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def _grid(H, W, dev):
-    r = torch.arange(H, dtype=torch.float32, device=dev)
-    c = torch.arange(W, dtype=torch.float32, device=dev)
-    return torch.stack(torch.meshgrid(r, c, indexing="ij"), -1)  # (H, W, 2)
 
 
 def normalise_maps(x: torch.Tensor, scale: Optional[torch.Tensor] = None, eps: float = 1e-6):

@@ -15,16 +15,17 @@ import torch
 from torch import nn
 
 from ...bench import Row, benchmark, paired
+from .experiments import build_net
+from .method import FilterLoss
+from .method import positive_templates, template_scores
 
 
 def _net(mode: str):
-    from .experiments import build_net
     return build_net("vgg", mode, 2, seed=0).train()
 
 
 @benchmark("icnn/train step")
 def _train_rows(quick: bool):
-    from .method import FilterLoss
 
     B = 32 if quick else 64
     g = torch.Generator().manual_seed(0)
@@ -58,7 +59,6 @@ def _train_rows(quick: bool):
 
 @benchmark("icnn/template scores")
 def _template_rows(quick: bool):
-    from .method import positive_templates, template_scores
 
     n = 16
     x = torch.rand(32 if quick else 64, 64, n, n, generator=torch.Generator().manual_seed(0))

@@ -25,6 +25,13 @@ import torch
 
 from .method import FilterLoss, make_interpretable
 from .metrics import instability_per_filter, part_iou, peak_positions
+import pandas as pd
+from ...data import creatures
+from ...models import build
+from ...core.train import fit
+from ...core.predict import predict
+from .metrics import location_instability
+from ...core.utils import progress as bar
 
 __all__ = ["ARCHS", "TASKS", "build_net", "load_data", "train_net", "evaluate_net", "run_grid", "run_sweep",
            "SWEEP", "sweep_effects", "immobile_instability", "summarise"]
@@ -52,7 +59,6 @@ TASKS = {"single": ("bird",), "multi": ("bird", "quadruped")}
 def load_data(task: str, n: int, seed: int = 0, size: int = 64, object_centric: bool = True):
     """(train, val) creatures split 80/20 for ``task`` ("single" or "multi"); ``object_centric=False``
     gives the generator's full translation jitter (4x), i.e. more varied part positions."""
-    from ...data import creatures
     if task not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {task!r}")
     ds = creatures(n, size, categories=TASKS[task], object_centric=object_centric, seed=seed)
@@ -61,7 +67,6 @@ def load_data(task: str, n: int, seed: int = 0, size: int = 64, object_centric: 
 
 def build_net(arch: str, mode: str, num_classes: int, seed: int, in_size: int = 64, base=None):
     """The zoo net (or a copy of ``base``) with its new (interpretable or ordinary) layer."""
-    from ...models import build
     spec = ARCHS[arch]
     size_kw = {} if "size" in spec else {"in_size": in_size}
     model = copy.deepcopy(base) if base is not None else build(
@@ -79,7 +84,6 @@ def build_net(arch: str, mode: str, num_classes: int, seed: int, in_size: int = 
 
 def train_net(model, train, val, *, weight: float, epochs: int, lr: float, seed: int, batch_size: int = 64,
               tag: str = ""):
-    from ...core.train import fit
     steps = max(1, -(-len(train) // batch_size))
     obj = FilterLoss(model, weight=weight, steps_per_epoch=steps)
     return fit(model, train, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, schedule="cosine",
@@ -89,7 +93,6 @@ def train_net(model, train, val, *, weight: float, epochs: int, lr: float, seed:
 
 def evaluate_net(model, arch: str, val, *, top_n: int = 100) -> Dict[str, float]:
     """Instability, part IoU (mean best over parts) and accuracy on ``val``."""
-    from ...core.predict import predict
     layer = ARCHS[arch]["layer"] + ".conv"
     out = predict(model, val.images, batch_size=256)
     acc = float((out.argmax(1) == val.labels).float().mean())
@@ -118,7 +121,6 @@ def immobile_instability(val, *, top_n: int = 100, n_units: int = 64, seed: int 
     """Location instability of units that never move (all at the image centre) on random top images
     of ``val``'s positives: the metric's value for no tracking at all, i.e. the landmarks' own spread
     of distances to the centre (a reference for reading the other values)."""
-    from .metrics import location_instability
     posm = val.labels > 0
     lms = val.landmarks[posm]
     S = int(val.images.shape[-1])
@@ -138,7 +140,6 @@ class _Runner:
 
     def __call__(self, arch: str, task: str, proto: str, mode: str, seed: int, weight: float, *,
                  epochs: Optional[int] = None, object_centric: bool = True) -> Dict[str, Any]:
-        from ...core.train import fit
         spec = ARCHS[arch]
         size = spec.get("size", 64)
         dkey = (task, seed, size, object_centric)
@@ -180,7 +181,6 @@ def run_grid(settings, *, seeds, n: int, epochs: int, weights: Dict[str, float],
     ``protocol`` is ``"scratch"`` or ``"finetune"``; ``weights``: mode -> filter-loss weight.
     Returns one row per (setting, mode, seed): acc, instability, part_iou, the model and val set.
     """
-    from ...core.utils import progress as bar
     for s in settings:
         if len(s) != 4:
             raise ValueError(f"bad setting {s!r}: (arch, task, protocol, [modes])")
@@ -217,7 +217,6 @@ def run_sweep(variants: Sequence[Dict[str, Any]] = SWEEP, *, seeds, n: int, epoc
     """One row per (variant, seed): each variant is a dict with ``name``, ``mode`` and optionally
     ``arch`` ("vgg"), ``task`` ("single"), ``protocol`` ("scratch"), ``weight`` (0), ``epochs_x``
     (multiplies ``epochs``) and ``object_centric`` (True). Rows carry ``variant`` = the name."""
-    from ...core.utils import progress as bar
     for v in variants:
         _check_setting(v.get("arch", "vgg"), v.get("task", "single"), v.get("protocol", "scratch"))
     run = _Runner(n, epochs, None, top_n, batch_size)
@@ -235,7 +234,6 @@ def sweep_effects(sweep_rows: List[Dict[str, Any]], grid_rows: List[Dict[str, An
     """Per interpretable sweep variant: its ordinary baseline (the ordinary variant with the same
     arch, length and data, else the grid's VGG single scratch ordinary net), and the change of
     location instability, relative to the baseline, per seed (mean, sd, seeds where it fell)."""
-    import pandas as pd
 
     def cond(r):
         return (r["arch"], r["task"], r["protocol"], r.get("epochs_x", 1), r.get("object_centric", True))
@@ -265,7 +263,6 @@ def sweep_effects(sweep_rows: List[Dict[str, Any]], grid_rows: List[Dict[str, An
 def summarise(rows: List[Dict[str, Any]], by: Optional[Sequence[str]] = None):
     """pandas DataFrame: mean and sd over seeds of acc, instability, part_iou per setting (``by``:
     the grouping columns; default ``variant`` for sweep rows, else arch, task, protocol, mode)."""
-    import pandas as pd
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in ("model", "val")} for r in rows])
     if by is None:
         by = ["variant"] if "variant" in df else ["arch", "task", "protocol", "mode"]

@@ -47,6 +47,7 @@ from typing import Dict, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ...core.capture import resolve_layers
 
 __all__ = ["InterpretableConv2d", "make_interpretable", "interpretable_layers", "filter_loss",
            "FilterLoss", "template_kernel", "positive_templates", "template_scores", "code_gradient",
@@ -218,7 +219,6 @@ def make_interpretable(model: nn.Module, layers: Union[str, Sequence[str]], *, m
     module must be an ``nn.Conv2d``; it is wrapped (``name + ".conv"`` holds its weights).
     ``layer_kw`` go to :class:`InterpretableConv2d` (``beta``, ``num_classes``, ...).
     """
-    from ...core.capture import resolve_layers
 
     names = [layers] if isinstance(layers, str) else list(layers)
     mods = resolve_layers(model, names)

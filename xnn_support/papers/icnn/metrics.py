@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ...core.capture import capture
 
 __all__ = ["location_instability", "instability_per_filter", "peak_positions", "layer_maps", "part_iou"]
 
@@ -76,7 +77,6 @@ def location_instability(positions, landmarks, image_size: Union[int, Sequence[i
 
 def layer_maps(model: nn.Module, layer: str, images: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
     """(N, D, n, n) output of ``layer`` (CPU), run in eval mode, chunked, truncated after the layer."""
-    from ...core.capture import capture
 
     was = model.training
     model.eval()

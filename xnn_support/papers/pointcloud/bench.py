@@ -13,10 +13,13 @@ from __future__ import annotations
 import torch
 
 from ...bench import Row, benchmark, one_thread, paired
+from ...models import build
+from .method import attack
+from ...models.pointnets_base import take
+from .method import point_sigma
 
 
 def _setup(n_clouds: int, points: int = 128):
-    from ...models import build
     model = build("pointnet2", num_classes=10, seed=0).eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n_clouds, points, 3, generator=g)
@@ -29,7 +32,6 @@ def _setup(n_clouds: int, points: int = 128):
 @benchmark("pointcloud/attack")
 @one_thread
 def _attack_rows(quick: bool):
-    from .method import attack
     model, x = _setup(4 if quick else 8)
     y = torch.zeros(x.shape[0], dtype=torch.long)
     steps, targets = (10 if quick else 30), (3 if quick else 9)
@@ -45,8 +47,6 @@ def _attack_rows(quick: bool):
 @benchmark("pointcloud/sigma")
 @one_thread
 def _sigma_rows(quick: bool):
-    from ...models.pointnets_base import take
-    from .method import point_sigma
     model, x = _setup(8 if quick else 16)
     steps, M = (10 if quick else 40), 8
     geom = model.geometry(x)

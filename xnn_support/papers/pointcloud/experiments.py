@@ -36,6 +36,16 @@ from .method import (attack, feature_scale, inconsistency_from_sigma, point_sigm
                          nonrobustness_from_log_sigma, rotation_table)
 from ...core.train import fit
 from ...core.utils import progress as _progress
+import time
+import hashlib
+from pathlib import Path
+import json
+import os
+import pandas as pd
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from ...core.cache import cache_dir, data_fingerprint, make_key
+from ...data.clouds import PART_CLASSES, SHAPE_CLASSES
 
 __all__ = ["Pair", "PAIRS", "PAPER", "PROFILES", "variant_key", "variants", "load_clouds",
            "evaluate", "run_study", "study_jobs", "trained_model", "pair_table", "pair_slug", "METRICS", "DistanceNet", "CoordinateNet"]
@@ -157,7 +167,6 @@ def load_clouds(dataset: str, points: int, n_train: int, *, seed: int = 0, n_tes
         ds = _data.digits3d(n_train + n_test, points, seed=seed)
     elif dataset in ("shapes3d", "parts3d"):
         fn = _data.shapes3d if dataset == "shapes3d" else _data.parts3d
-        from ...data.clouds import PART_CLASSES, SHAPE_CLASSES
         n_cls = len(SHAPE_CLASSES if dataset == "shapes3d" else PART_CLASSES)
         per = max(2, math.ceil((n_train + n_test) / n_cls))
         ds = fn(per, points, seed=seed, **({"density": "parts"} if dataset == "parts3d" else {}))
@@ -173,7 +182,6 @@ def evaluate(model, test, budget: Dict[str, Any], *, metrics: Sequence[str], see
     """The requested metrics of one model on the first clouds of ``test`` (same clouds, rotations,
     noise, initial deltas and targets for every model given the same seed). Also returns the
     test accuracy, attack failure rate and the estimator's mean read-out F."""
-    import time
     t0 = time.perf_counter()
     model.eval()
     x, y = test.points, test.labels
@@ -231,8 +239,6 @@ _METRIC_SOURCES = ("papers/pointcloud/method.py", "papers/pointcloud/experiments
 
 
 def _metric_source_hash() -> str:
-    import hashlib
-    from pathlib import Path
     root = Path(__file__).resolve().parents[2]  # the xnn_support package
     h = hashlib.sha256()
     for f in _METRIC_SOURCES:
@@ -247,9 +253,6 @@ def _job(parts, key: str, training: str, seed: int, budget: Dict[str, Any], metr
     made of the trained weights' cache key, the test clouds, the budget, the metric and the source of
     the metric code: a re-run with nothing changed reads them back, and asking for one more metric
     measures only that one."""
-    import json
-    import os
-    from ...core.cache import cache_dir, data_fingerprint, make_key
     torch.set_num_threads(threads)
     tr = trained_model(parts, key, training, seed, budget, threads)
     row: Dict[str, Any] = {}
@@ -323,8 +326,6 @@ def run_study(dataset: str, budget: Dict[str, Any], *, pairs: Sequence[Pair] = P
             if bar is not None:
                 bar.update(1)
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
             futs = [ex.submit(_job, *a) for a in args]
             for f in futs:           # in submission order: rows come out in the same order as with 1 worker
@@ -344,7 +345,6 @@ def pair_table(rows: List[Dict[str, Any]], pairs: Sequence[Pair] = PAIRS, datase
     sign: positive = the module helps), seeds agreeing with the hypothesis, the lecture's numbers.
     ``all_metrics``: every metric measured on both members (column ``hypothesis`` marks the pair's
     own), else only the hypotheses' metrics."""
-    import pandas as pd
     df = pd.DataFrame(rows)
     out = []
     for p in pairs:

@@ -55,6 +55,7 @@ from ...models.pointgeom import knn
 from ...models.pointnets_base import take
 from ...sigma import AxisUnits, ModuleFeatures, config as sigma_config, optimize_sigma
 from ...core.utils import device_of
+import time
 
 __all__ = ["point_sigma", "PointSigma", "feature_scale", "drop_outsider", "rotation_table", "rodrigues", "kl_normal", "jslb",
            "nonrobustness_from_log_sigma", "rotation_nonrobustness", "attack", "AttackResult",
@@ -311,7 +312,6 @@ def attack(model: nn.Module, clouds: torch.Tensor, labels: torch.Tensor, *, targ
     its Glorot bound at N = 1024, so every point starts as displaced as in the paper whatever N);
     ``"glorot"`` (a = sqrt(6 / (N + 3)): ||delta_0||^2 ~ 6 N / (N + 3) ~ 6 whatever N, which at N = 128
     already moves each point by ~0.2 and flips most predictions at step 0); ``"zeros"``."""
-    import time
     clouds = _check_clouds(clouds)
     labels = torch.as_tensor(labels).long().reshape(-1)
     if labels.shape[0] != clouds.shape[0]:

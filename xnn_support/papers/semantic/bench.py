@@ -15,18 +15,18 @@ from __future__ import annotations
 import torch
 
 from ...bench import Row, benchmark, paired
+from .method import torch_threads
+from .method import ExplainerCNN, fit_explainer
 
 
 @benchmark("semantic/explainer")
 def _explainer_rows(quick: bool):
-    from .method import torch_threads
 
     with torch_threads(1):  # both sides on one thread: stable on a shared CPU
         return _rows(quick)
 
 
 def _rows(quick: bool):
-    from .method import ExplainerCNN, fit_explainer
 
     n, c, size = (256 if quick else 1024), 12, 64
     g = torch.Generator().manual_seed(0)
