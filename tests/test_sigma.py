@@ -227,3 +227,25 @@ def test_runs_on_cuda_where_the_model_is():
     assert res.sigma.device.type == "cpu" and res.sigma.shape == (1, 2, 16)
     sig = res.sigma.reshape(2, 4, 4)
     assert (sig[..., :2].amin((-1, -2)) > sig[..., 2:].amax((-1, -2))).all()
+
+
+def test_explicit_lam_with_a_constraint_is_refused_or_acts():
+    """Issue 14: an explicit lam with a preset that holds F (clean) was silently overridden."""
+    with pytest.raises(ValueError, match="constraint=None"):
+        S.config("clean", lam=0.1)
+    cfg = S.config("clean", lam=0.1, constraint=None)
+    assert cfg.lam == 0.1 and cfg.constraint is None
+    assert S.config("clean").constraint == 1.5                       # unchanged default
+    assert S.config("icml19", lam=0.2).lam == 0.2                    # no constraint: lam acts as before
+
+
+def test_pixel_information_lam_acts_with_constraint_none():
+    from xnn_support.papers import discarding as D
+    from xnn_support.models import build
+    model = build("vgg_small", num_classes=3, in_size=32, width=0.25, seed=0).eval()
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="constraint=None"):
+        D.pixel_information(model, x, ["features.2"], grid=4, steps=3, lam=0.1)
+    lo = D.pixel_information(model, x, ["features.2"], grid=4, steps=20, lam=0.1, constraint=None, samples=2)
+    hi = D.pixel_information(model, x, ["features.2"], grid=4, steps=20, lam=10.0, constraint=None, samples=2)
+    assert not torch.equal(lo["features.2"].sigma, hi["features.2"].sigma)

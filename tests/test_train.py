@@ -263,3 +263,13 @@ def test_acceptance_vgg_small_on_creatures():
     load_s = time.time() - t
     assert r.val_acc >= 0.9 and train_s < 180, (r.val_acc, train_s)
     assert again.from_cache and load_s < 2.0 and _same(r.model, again.model)
+
+
+def test_cache_key_names_do_not_depend_on_module_paths():
+    """Issue 14: moving a class between modules must not change the checkpoint cache key."""
+    from xnn_support.core import cache as C
+    from xnn_support.papers.icnn.method import FilterLoss
+    assert C.stable_name(FilterLoss) == "xnn:FilterLoss"
+    assert C.stable_name(torch.nn.Conv2d) == "torch.nn.modules.conv.Conv2d"
+    moved = type("FilterLoss", (), {"__module__": "xnn_support.somewhere.else"})
+    assert C.stable_name(moved) == C.stable_name(FilterLoss)

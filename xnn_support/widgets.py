@@ -89,7 +89,8 @@ def discarding_explorer(model, images, layers, *, fg_mask=None, grid: int = 8, s
                         lams=(1.0, 3.0, 6.0), config: str = "clean", seed: int = 0):
     """Choose an image, a layer and lambda; see the pixel-wise entropy map of that layer
     (:func:`xnn_support.discarding.pixel_information`, all layers optimised at once and cached per
-    (image, lambda); a few seconds per new choice on a CPU)."""
+    (image, lambda); a few seconds per new choice on a CPU). Lambda is fixed here (``constraint=None``),
+    so F moves with it: larger lambda, more feature change allowed, more information discarded."""
 
 
     cache = {}
@@ -99,7 +100,7 @@ def discarding_explorer(model, images, layers, *, fg_mask=None, grid: int = 8, s
         if key not in cache:
             cache[key] = discarding.pixel_information(model, images[index:index + 1], list(layers), grid=grid,
                                                       steps=steps, lam=lam, samples=samples, config=config,
-                                                      seed=seed)
+                                                      constraint=None, seed=seed)
         info = cache[key][layer]
         fg = None if fg_mask is None else fg_mask[index:index + 1]
         _show(viz.entropy_grid(images[index:index + 1], {layer: info.entropy_map}, fg_mask=fg, n=1,

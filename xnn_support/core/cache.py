@@ -8,7 +8,8 @@ Layout under :func:`cache_dir` (``$XNN_CACHE``, else ``~/.cache/xnn``)::
 
 The key is the sha256 of the canonical JSON (sorted keys, no whitespace) of whatever identifies a
 run: model identity, data fingerprints, hyperparameters, seed and ``xnn_support.__version__``
-(see :func:`make_key`). Every file is a dict ``{"format", "key", "checksum", "state_dict", ...}``:
+(see :func:`make_key`). Classes and callables of the suite enter it by :func:`stable_name` (no module
+path), so moving code does not invalidate the cache. Every file is a dict ``{"format", "key", "checksum", "state_dict", ...}``:
 
 * written atomically (temporary file in the same folder, fsync, ``os.replace``), so a reader sees
   the old file or the new one, never half of one, and only after training succeeded (the trainer
@@ -40,7 +41,7 @@ from ..data.types import fingerprint, fingerprint_tensor
 
 __all__ = ["cache_dir", "make_key", "canonical_json", "state_checksum", "entry_path", "save_file",
            "load_file", "CacheError", "FORMAT", "epoch_dir", "remove_stale_epoch_dirs", "new_run_id",
-           "data_fingerprint", "callable_id"]
+           "data_fingerprint", "callable_id", "stable_name"]
 
 FORMAT = "xnn-train-v1"
 
@@ -160,6 +161,19 @@ def data_fingerprint(ds) -> Optional[str]:
     return fingerprint(ds)
 
 
+def stable_name(obj) -> str:
+    """The name a class or callable has in cache keys. For the suite's own objects it is ``xnn:`` plus
+    the qualified name, without the module path, so that moving code between modules (issue 14's
+    layout) does not silently re-train every cached network; a user's objects keep ``module.qualname``.
+    Same-named objects of the suite are still told apart by what else the key holds (a callable's
+    source hash; a model's configuration and initial-weights checksum)."""
+    mod = getattr(obj, "__module__", None) or "?"
+    qual = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    if mod == "xnn_support" or mod.startswith("xnn_support."):
+        return f"xnn:{qual}"
+    return f"{mod}.{qual}"
+
+
 def callable_id(fn) -> Any:
     """A JSON-able identity for a callable / option (name + source hash, or the value itself)."""
     if fn is None or isinstance(fn, (str, int, float, bool)):
@@ -172,8 +186,8 @@ def callable_id(fn) -> Any:
     if isinstance(fn, nn.Module):
         plain = {k: v for k, v in vars(fn).items() if isinstance(v, (int, float, str, bool, type(None)))
                  and not k.startswith("_")}
-        return {"module": f"{type(fn).__module__}.{type(fn).__qualname__}", "attrs": plain}
-    name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+        return {"module": stable_name(type(fn)), "attrs": plain}
+    name = stable_name(fn)
     try:
         src = hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
     except (OSError, TypeError):

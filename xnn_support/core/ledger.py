@@ -100,16 +100,24 @@ def _sync():
 
 
 def record(name: str, value, paper=None, note: Optional[str] = None, unit: Optional[str] = None,
-           display: bool = True) -> None:
+           display: bool = True, per_seed=None) -> None:
     """Record a headline metric; a second record of the same ``name`` replaces the first.
 
     ``paper`` is the paper's number for the same quantity (or None when the paper has none),
     ``note`` says how it was measured (seeds, spread, protocol), ``unit`` is shown in the report.
+    ``per_seed``: the value of each seed (a list of numbers), kept in the ledger for the claims
+    scoreboard (:mod:`xnn_support.run.claims`), which decides "reproduced" from them.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError("record() needs a non-empty metric name")
     entry = {"name": name, "value": _clean(value), "paper": _clean(paper), "note": note, "unit": unit,
              "time": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if per_seed is not None:
+        seeds = [_clean(v) for v in per_seed]
+        if not seeds or not all(v is None or isinstance(v, (int, float)) for v in seeds):
+            raise ValueError(f"record({name!r}): per_seed must be a non-empty list of numbers (one per seed), "
+                             f"got {per_seed!r}")
+        entry["per_seed"] = seeds
     _sync()
     recs = [r for r in _state["records"] if r["name"] != name] + [entry]
     _state["records"] = recs

@@ -17,6 +17,8 @@ from typing import Any, Dict, List, Optional
 import nbformat
 import papermill as pm
 
+from .claims import Claim, parse_claims
+
 __all__ = ["NotebookInfo", "catalog", "find_notebook", "coerce_params", "ParameterError",
            "default_notebooks_dir", "PROFILES"]
 
@@ -50,6 +52,7 @@ class NotebookInfo:
     metrics: List[str] = field(default_factory=list)
     key_metrics: List[str] = field(default_factory=list)
     parameters: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    claims: List[Claim] = field(default_factory=list)
 
 
 def _read_info(path: Path) -> NotebookInfo:
@@ -65,7 +68,7 @@ def _read_info(path: Path) -> NotebookInfo:
                         paper=meta.get("paper", ""), arxiv=meta.get("arxiv", ""),
                         runtime=dict(meta.get("runtime", {})), metrics=list(meta.get("metrics", [])),
                         key_metrics=list(meta.get("key_metrics", meta.get("metrics", [])[:3])),
-                        parameters=params)
+                        parameters=params, claims=parse_claims(path.stem, meta.get("claims")))
 
 
 def catalog(notebooks_dir=None) -> List[NotebookInfo]:

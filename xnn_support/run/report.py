@@ -19,6 +19,7 @@ import torch
 from ..core.version import __version__
 from ..core.ledger import atomic_write_text, read_ledger
 from .catalog import catalog
+from .claims import ClaimResult, score_claims
 
 __all__ = ["write_report", "collect"]
 
@@ -73,15 +74,54 @@ def _environment() -> str:
             f"written {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC}")
 
 
+def claim_results(out_dir, notebooks_dir=None) -> List[ClaimResult]:
+    """Every claim of every notebook in the catalog, decided from the ledgers in ``out_dir`` (a notebook
+    that has not run gives "not run" for each of its claims)."""
+    out_dir = Path(out_dir)
+    try:
+        infos = catalog(notebooks_dir)
+    except FileNotFoundError:
+        return []
+    out: List[ClaimResult] = []
+    for info in infos:
+        metrics = read_ledger(out_dir / f"{info.name}.metrics.json")["metrics"] if info.claims else []
+        out += score_claims(info.name, info.claims, metrics)
+    return out
+
+
+def _anchor(section: str) -> str:
+    """Jupyter's heading anchor (spaces become '-')."""
+    return "#" + section.strip().replace(" ", "-") if section else ""
+
+
+def _claims_md(results: List[ClaimResult]) -> List[str]:
+    if not results:
+        return ["No notebook declares claims."]
+    counts = {v: sum(r.verdict == v for r in results) for v in ("reproduced", "mixed", "not reproduced", "not run")}
+    md = ["## Claims", "", ", ".join(f"{n} {v}" for v, n in counts.items()) + f" (of {len(results)}). A claim is "
+          "*reproduced* when every seed has the paper's sign and the mean is beyond its sd.", "",
+          "| claim | notebook | verdict | ours: mean ± sd (seeds) | paper | metric |", "|---|---|---|---|---|---|"]
+    for r in results:
+        c = r.claim
+        paper = "–" if c.paper is None else f"{c.paper:+.4g}"
+        where = f"[{r.notebook}]({r.notebook}.ipynb{_anchor(c.section)})"
+        md.append(f"| {c.text} ({c.id}) | {where} | **{r.verdict}** | {r.effect} | {paper} "
+                  f"(sign {c.direction}) | `{c.metric}` |")
+    return md
+
+
 def write_report(out_dir, *, profile: Optional[str] = None, notebooks_dir=None) -> Dict[str, Path]:
-    """Write ``report.md`` and ``report.html`` into ``out_dir``; return their paths."""
+    """Write ``report.md`` and ``report.html`` into ``out_dir``; return their paths. Both open with the
+    claims table (:func:`claim_results`), then one row per notebook, then every metric."""
     out_dir = Path(out_dir)
     rows = collect(out_dir, notebooks_dir)
+    claims = claim_results(out_dir, notebooks_dir)
     n_ok = sum(r["marker"].get("status") == "ok" for r in rows)
     title = "xnn reproduction report" + (f" — profile `{profile}`" if profile else "")
     md = [f"# {title}", "", f"{n_ok}/{len(rows)} notebooks completed. {_environment()}.", "",
           "Numbers are ours unless marked *paper*; these are reproductions not verified by the "
-          "original authors (each notebook lists its deviations).", "",
+          "original authors (each notebook lists its deviations).", ""] + _claims_md(claims) + [
+          "", "## Notebooks", "",
           "| notebook | status | duration | key metrics (ours, paper) | executed notebook |",
           "|---|---|---|---|---|"]
     for r in rows:
@@ -110,20 +150,40 @@ def write_report(out_dir, *, profile: Optional[str] = None, notebooks_dir=None) 
     md_text = "\n".join(md) + "\n"
     paths = {"md": out_dir / "report.md", "html": out_dir / "report.html"}
     atomic_write_text(paths["md"], md_text)
-    atomic_write_text(paths["html"], _html(title, rows, n_ok))
+    atomic_write_text(paths["html"], _html(title, rows, n_ok, claims))
     return paths
 
 
-def _html(title: str, rows: List[Dict[str, Any]], n_ok: int) -> str:
+def _claims_html(results: List[ClaimResult]) -> List[str]:
+    e = html.escape
+    if not results:
+        return ["<p>No notebook declares claims.</p>"]
+    out = ["<h2 id='claims'>Claims</h2>", "<p>A claim is <i>reproduced</i> when every seed has the paper's sign and "
+           "the mean is beyond its sd.</p>", "<table><tr><th>claim</th><th>notebook</th><th>verdict</th>"
+           "<th>ours: mean ± sd (seeds)</th><th>paper</th><th>metric</th></tr>"]
+    for r in results:
+        c = r.claim
+        paper = "–" if c.paper is None else f"{c.paper:+.4g}"
+        cls = r.verdict.replace(" ", "-")
+        out.append(f"<tr><td>{e(c.text)} ({e(c.id)})</td><td><a href='{e(r.notebook)}.ipynb{e(_anchor(c.section))}'>"
+                   f"{e(r.notebook)}</a></td><td class='{cls}'><b>{e(r.verdict)}</b></td><td>{e(r.effect)}</td>"
+                   f"<td>{e(paper)} (sign {e(c.direction)})</td><td><code>{e(c.metric)}</code></td></tr>")
+    out.append("</table>")
+    return out
+
+
+def _html(title: str, rows: List[Dict[str, Any]], n_ok: int, claims: Optional[List[ClaimResult]] = None) -> str:
     e = html.escape
     out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{e(title)}</title>",
            "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;"
            "text-align:left;vertical-align:top}th{background:#f4f4f4}.ok{color:#176117}"
-           ".failed{color:#a11}.skipped{color:#555}.paper{color:#555;font-style:italic}</style></head><body>",
+           ".failed{color:#a11}.skipped{color:#555}.reproduced{color:#176117}.not-reproduced{color:#a11}"
+           ".mixed{color:#8a5a00}.paper{color:#555;font-style:italic}</style></head><body>",
            f"<h1>{e(title)}</h1>", f"<p>{n_ok}/{len(rows)} notebooks completed. {e(_environment())}.</p>",
-           "<p>Reproductions not verified by the original authors; each notebook lists its deviations.</p>",
-           "<table><tr><th>notebook</th><th>status</th><th>duration</th><th>key metrics</th>"
+           "<p>Reproductions not verified by the original authors; each notebook lists its deviations.</p>"]
+    out += _claims_html(claims or [])
+    out += ["<h2>Notebooks</h2>", "<table><tr><th>notebook</th><th>status</th><th>duration</th><th>key metrics</th>"
            "<th>executed notebook</th></tr>"]
     for r in rows:
         m = r["marker"]

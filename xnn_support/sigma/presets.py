@@ -138,7 +138,11 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 
 
 def config(preset: Union[str, SigmaConfig, None] = "clean", **overrides) -> SigmaConfig:
-    """A validated :class:`SigmaConfig`: a preset name (see :data:`PRESETS`) or a config, plus overrides."""
+    """A validated :class:`SigmaConfig`: a preset name (see :data:`PRESETS`) or a config, plus overrides.
+
+    An explicit ``lam`` with a config that holds F by a constraint (``clean``, ``points``) is refused
+    unless ``constraint`` is given too (``constraint=None`` fixes lam): it would otherwise be silently
+    replaced by the dual ascent, whose starting value it only is."""
     if isinstance(preset, SigmaConfig):
         base = preset
     elif preset is None:
@@ -150,4 +154,10 @@ def config(preset: Union[str, SigmaConfig, None] = "clean", **overrides) -> Sigm
     bad = [k for k in overrides if k not in {f.name for f in dataclasses.fields(SigmaConfig)}]
     if bad:
         raise ValueError(f"unknown SigmaConfig options {bad}; valid: {[f.name for f in dataclasses.fields(SigmaConfig)]}")
+    if "lam" in overrides and "constraint" not in overrides and base.constraint is not None:
+        name = preset if isinstance(preset, str) else "this config"
+        raise ValueError(
+            f"lam={overrides['lam']!r} would be ignored: {name} holds F at {base.constraint} by adapting lam "
+            f"(constraint={base.constraint}; lam is only its starting value). Pass constraint=None as well to fix "
+            f"lam at {overrides['lam']!r} (F is then free), or leave lam out to keep F held")
     return base.replace(**overrides).validate()

@@ -34,7 +34,7 @@ from .metrics import location_instability
 from ...core.utils import progress as bar
 
 __all__ = ["ARCHS", "TASKS", "build_net", "load_data", "train_net", "evaluate_net", "run_grid", "run_sweep",
-           "SWEEP", "sweep_effects", "immobile_instability", "summarise"]
+           "SWEEP", "sweep_effects", "immobile_instability", "summarise", "per_seed_changes"]
 
 ARCHS: Dict[str, Dict[str, Any]] = {
     "vgg": {"name": "vgg_small", "config": {"plan": [16, "M", 32, 32, "M", 64, 64]},
@@ -258,6 +258,18 @@ def sweep_effects(sweep_rows: List[Dict[str, Any]], grid_rows: List[Dict[str, An
                         "seeds_lower": int(sum(x < 0 for x in rel)), "n_seeds": len(rel),
                         "acc": float(np.mean(accs))})
     return pd.DataFrame(out).set_index("variant") if out else pd.DataFrame()
+
+
+def per_seed_changes(rows: List[Dict[str, Any]]) -> Dict[tuple, List[float]]:
+    """``{(arch, task, protocol, mode): [relative change of instability vs the ordinary net of the same
+    setting and seed, per seed]}`` for every interpretable mode of a grid (the claims scoreboard's input)."""
+    base = {(r["arch"], r["task"], r["protocol"], r["seed"]): r["instability"] for r in rows if r["mode"] == "ordinary"}
+    out: Dict[tuple, List[float]] = {}
+    for r in sorted((r for r in rows if r["mode"] != "ordinary"), key=lambda r: r["seed"]):
+        b = base.get((r["arch"], r["task"], r["protocol"], r["seed"]))
+        if b is not None:
+            out.setdefault((r["arch"], r["task"], r["protocol"], r["mode"]), []).append(r["instability"] / b - 1)
+    return out
 
 
 def summarise(rows: List[Dict[str, Any]], by: Optional[Sequence[str]] = None):

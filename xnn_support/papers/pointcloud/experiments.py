@@ -366,6 +366,7 @@ def pair_table(rows: List[Dict[str, Any]], pairs: Sequence[Pair] = PAIRS, datase
                         "w/o": wo[common].mean(), "w/o sd": wo[common].std(ddof=1) if len(common) > 1 else float("nan"),
                         "Delta": d.mean(), "Delta sd": d.std(ddof=1) if len(common) > 1 else float("nan"),
                         "seeds Delta>0": f"{int((d > 0).sum())}/{len(common)}",
+                        "Delta per seed": [float(x) for x in d],
                         "paper w/": paper[0], "paper w/o": paper[1], "paper Delta": paper[2]})
     return pd.DataFrame(out)
 
