@@ -14,12 +14,14 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from ..core.version import __version__
 from .runner import catalog
 from .runner import coerce_params, find_notebook, run_notebook
 from .report import write_report
+from .scaffold import ScaffoldError, scaffold
 from .runner import reproduce
 from ..bench import run_benchmarks, format_table
 from .runner import ParameterError
@@ -91,6 +93,21 @@ def _cmd_reproduce(args) -> int:
     return _report_failures(results)
 
 
+def _cmd_new(args) -> int:
+    try:
+        paths = scaffold(args.nid, args.name, root=Path(args.root), title=args.title, paper=args.paper,
+                         package=args.package)
+    except ScaffoldError as e:
+        print(f"xnn new: error: {e}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(f"created {p}")
+    nb = paths[0].stem
+    print(f"next: fill in the method docstring and code, declare metrics and claims in {nb}.ipynb's metadata, "
+          f"and add a row for {nb} to README's notebook table")
+    return 0
+
+
 def _cmd_bench(args) -> int:
 
     only = [s.strip() for s in args.only.split(",")] if args.only else None
@@ -141,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke check of the benchmarks)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.set_defaults(fn=_cmd_bench)
+
+    p = sub.add_parser("new", help="scaffold a new paper: notebook, papers/<name>/ subpackage, viz module, test file")
+    p.add_argument("nid", metavar="NN", help="two-digit notebook number, e.g. 07")
+    p.add_argument("name", help="lower_snake_case name, e.g. decision_trees (also the subpackage name)")
+    p.add_argument("--title", default=None, help="notebook title (default: from the name)")
+    p.add_argument("--paper", default="", help="citation: authors, title, venue year")
+    p.add_argument("--package", default=None, help="subpackage name if not the same as NAME")
+    p.add_argument("--root", default=".", help="repository root (default: the current folder)")
+    p.set_defaults(fn=_cmd_new)
     return ap
 
 
