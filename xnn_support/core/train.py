@@ -171,55 +171,17 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
     while training (restored afterwards); 1 is much faster than 2 on a CPU shared with other jobs.
     Not part of the cache key (recorded in ``meta``): thread count changes only the last bits.
     """
-
-    # --- argument checks
-    for nm, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"{nm} must be an integer >= {lo}, got {v!r}")
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if not isinstance(weight_decay, (int, float)) or not math.isfinite(weight_decay) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if schedule not in (None, "cosine"):
-        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-    if cache not in (True, False, "refresh"):
-        raise ValueError(f"cache must be True, False or 'refresh', got {cache!r}")
-    if train_set is None:
-        raise ValueError("train_set is required")
+    _check_fit_args(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule,
+                    seed=seed, num_threads=num_threads, cache=cache, train_set=train_set)
     classify = loss_fn is None
     loss_fn = loss_fn or nn.CrossEntropyLoss()
-    get_xy = inputs or default_inputs
-    x, y = get_xy(train_set)
-    _check_xy(x, y, "train_set", classify)
-    vx = vy = None
-    if val_set is not None:
-        vx, vy = get_xy(val_set)
-        _check_xy(vx, vy, "val_set", classify)
+    x, y, vx, vy = _fit_data(train_set, val_set, inputs, classify)
     aug = make_augment(augment)
     if aug is not None:  # fail now, not after the first batch, if it does not fit the inputs
         aug(_as_tuple(x)[0][:2], torch.Generator().manual_seed(0))
 
     # --- the model and its identity
-    if isinstance(model_or_name, str):
-        cfg = _auto_config(model_or_name, model_config or {}, train_set, y, classify)
-        seed_everything(seed)
-        model = build(model_or_name, seed=seed, **cfg)
-        model_id: Any = dict(model.xnn_config)
-        dev = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
-    elif isinstance(model_or_name, nn.Module):
-        if model_config:
-            raise ValueError("model_config is only used with a model name, not with an nn.Module")
-        model = model_or_name
-        model_id = {"class": f"{type(model).__module__}.{type(model).__qualname__}",
-                    "config": getattr(model, "xnn_config", None),
-                    "init": _cache.state_checksum(model.state_dict())[:32]}
-        dev = torch.device(device) if device is not None else device_of(model)
-    else:
-        raise ValueError(f"model_or_name must be a registered name or an nn.Module, got "
-                         f"{type(model_or_name).__name__}")
+    model, model_id, dev = _model_identity(model_or_name, model_config, train_set, y, classify, seed, device)
     model.to(dev)
     parts = {"model": model_id,
              "data": {"train": _cache.data_fingerprint(train_set), "val": _cache.data_fingerprint(val_set)},
@@ -234,13 +196,9 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
 
     # --- cache hit?
     if cache is True and path.exists():
-        try:
-            res = _load_entry(model, path, key, checkpoints, dev)
-            if res is not None:
-                return res
-        except _cache.CacheError as e:
-            warnings.warn(f"checkpoint cache: {e}; retraining and rebuilding the entry", RuntimeWarning,
-                          stacklevel=2)
+        res = _cache_hit(model, path, key, checkpoints, dev)
+        if res is not None:
+            return res
 
     # --- train; failures leave the cache untouched
     stage = _cache.epoch_dir(key, _cache.new_run_id()) if (checkpoints and cache) else None
@@ -258,6 +216,76 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
         raise
+    return _write_entry(model, history, ckpts, parts=parts, key=key, path=path, cache=cache, stage=stage,
+                        t_start=t_start, num_threads=num_threads, dev=dev)
+
+
+def _check_fit_args(*, epochs, lr, batch_size, weight_decay, schedule, seed, num_threads, cache, train_set):
+    """The argument checks of :func:`fit` (ValueError before anything is built)."""
+    for nm, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{nm} must be an integer >= {lo}, got {v!r}")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+    if not isinstance(weight_decay, (int, float)) or not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+    if cache not in (True, False, "refresh"):
+        raise ValueError(f"cache must be True, False or 'refresh', got {cache!r}")
+    if train_set is None:
+        raise ValueError("train_set is required")
+
+
+def _fit_data(train_set, val_set, inputs, classify):
+    """Checked training and validation tensors (x, y, vx, vy); vx, vy are None without a validation set."""
+    get_xy = inputs or default_inputs
+    x, y = get_xy(train_set)
+    _check_xy(x, y, "train_set", classify)
+    vx = vy = None
+    if val_set is not None:
+        vx, vy = get_xy(val_set)
+        _check_xy(vx, vy, "val_set", classify)
+    return x, y, vx, vy
+
+
+def _model_identity(model_or_name, model_config, train_set, y, classify, seed, device):
+    """(model, its identity in the cache key, training device) for a registered name or an nn.Module."""
+    if isinstance(model_or_name, str):
+        cfg = _auto_config(model_or_name, model_config or {}, train_set, y, classify)
+        seed_everything(seed)
+        model = build(model_or_name, seed=seed, **cfg)
+        model_id: Any = dict(model.xnn_config)
+        dev = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+    elif isinstance(model_or_name, nn.Module):
+        if model_config:
+            raise ValueError("model_config is only used with a model name, not with an nn.Module")
+        model = model_or_name
+        model_id = {"class": _cache.stable_name(type(model)),
+                    "config": getattr(model, "xnn_config", None),
+                    "init": _cache.state_checksum(model.state_dict())[:32]}
+        dev = torch.device(device) if device is not None else device_of(model)
+    else:
+        raise ValueError(f"model_or_name must be a registered name or an nn.Module, got "
+                         f"{type(model_or_name).__name__}")
+    return model, model_id, dev
+
+
+def _cache_hit(model, path, key, checkpoints, dev) -> Optional[TrainResult]:
+    """The cached TrainResult, or None (entry lacks requested checkpoints, or is broken: warns)."""
+    try:
+        return _load_entry(model, path, key, checkpoints, dev)
+    except _cache.CacheError as e:
+        warnings.warn(f"checkpoint cache: {e}; retraining and rebuilding the entry", RuntimeWarning,
+                      stacklevel=3)
+    return None
+
+
+def _write_entry(model, history, ckpts, *, parts, key, path, cache, stage, t_start, num_threads, dev) -> TrainResult:
+    """After training: eval mode, meta, the cache entry (written atomically when caching), the result."""
     model.eval()
     val_acc = history[-1]["val_acc"]
     meta = {"parts": _cache.canonical_json(parts), "train_seconds": time.time() - t_start,

@@ -172,9 +172,25 @@ def creatures(n: int = 2000, size: int = 64, *, categories: Sequence[str] = CATE
     labels = _labels(n, len(categories), float(negatives), rng)
     jitter = 0.12 * (0.25 if object_centric else 1.0)
     bgp = sample_background(background, n, S, rng)
+    rows, params, poses = _sample_objects(categories, labels, S, rng, jitter)
+    kinds, scat = _sample_scattered(categories, labels, rows, S, rng)
+    # occluders (positives only): which landmark, offset and half sizes in px, colours
+    occ = {"on": rng.random(n) < occlusion, "pick": rng.random(n),
+           "off": rng.uniform(-0.25, 0.25, (n, 2)).astype(_F),
+           "half": rng.uniform(0.07, 0.13, (n, 2)).astype(_F) * S,
+           "cols": rng.uniform(0.1, 0.9, (n, 2, 3)).astype(_F)}
+    images, label_map, lms = _render(labels, rows, categories, params, poses, kinds, scat, occ, background, bgp,
+                                     S, seed)
+    return _assemble(images, label_map, lms, labels, categories, dict(
+        generator="creatures", n=n, size=S, categories=list(categories), negatives=float(negatives),
+        background=background, object_centric=bool(object_centric), occlusion=float(occlusion),
+        seed=int(seed)))
 
-    # per-category articulation, colours and pose, drawn up front for every image
-    rows = np.zeros(n, np.int64)
+
+def _sample_objects(categories, labels, S, rng, jitter):
+    """Per-category articulation, colours and pose, drawn up front for every image; ``rows``: each
+    image's row in its category's (or the negatives') parameter arrays."""
+    rows = np.zeros(len(labels), np.int64)
     params, poses = {}, {}
     for ci, cat in enumerate(categories):
         idx = np.nonzero(labels == ci + 1)[0]
@@ -182,7 +198,12 @@ def creatures(n: int = 2000, size: int = 64, *, categories: Sequence[str] = CATE
         m = MODELS[cat]
         params[cat] = m.sample(rng, len(idx))
         poses[cat] = _pose(m.scale, m.centre, len(idx), S, rng, jitter)
-    # negatives: up to 3 scattered parts, each with its own random frame
+    return rows, params, poses
+
+
+def _sample_scattered(categories, labels, rows, S, rng):
+    """Negatives: up to 3 scattered parts, each with its own random frame; fills ``rows`` of the
+    negatives and returns (kinds, one slot per part)."""
     neg = np.nonzero(labels == 0)[0]
     rows[neg] = np.arange(len(neg))
     kinds = scatter_kinds(categories)
@@ -200,11 +221,13 @@ def creatures(n: int = 2000, size: int = 64, *, categories: Sequence[str] = CATE
                              theta=rng.uniform(-np.pi, np.pi, len(neg)).astype(_F))
                 slot["poses"][c] = pose
             scat.append(slot)
-    # occluders (positives only): which landmark, offset and half sizes in px, colours
-    occ = {"on": rng.random(n) < occlusion, "pick": rng.random(n),
-           "off": rng.uniform(-0.25, 0.25, (n, 2)).astype(_F),
-           "half": rng.uniform(0.07, 0.13, (n, 2)).astype(_F) * S,
-           "cols": rng.uniform(0.1, 0.9, (n, 2, 3)).astype(_F)}
+    return kinds, scat
+
+
+def _render(labels, rows, categories, params, poses, kinds, scat, occ, background, bgp, S, seed):
+    """Render all images in chunks of a size fixed by S: background, objects, scattered parts,
+    occluders, pixel noise. Returns (images, label map, landmarks before visibility)."""
+    n = len(labels)
     chunk = max(1, (1 << 18) // (S * S))
     seeds = np.random.SeedSequence(int(seed)).spawn((n + chunk - 1) // chunk)
 
@@ -216,39 +239,45 @@ def creatures(n: int = 2000, size: int = 64, *, categories: Sequence[str] = CATE
         img = render_background(background, bgp, gi, S)
         lab = np.zeros((len(gi), S, S), np.int8)
         bg_mean = img.mean(axis=(2, 3))
-        for ci, cat in enumerate(categories):
-            sel = np.nonzero(labels[gi] == ci + 1)[0]
-            if not len(sel):
-                continue
-            r = rows[gi[sel]]
-            p = _prepare_colours(_take(params[cat], r), bg_mean[sel])
-            pose = _take(poses[cat], r)
-            sub_img, sub_lab = render_objects(cat, p, pose, S, img=img[sel])
-            img[sel], lab[sel] = sub_img, sub_lab
-            lms[gi[sel]] = object_landmarks(cat, p, pose)
-        negs = np.nonzero(labels[gi] == 0)[0]
-        for slot in scat:
-            for kk, (cat, kind) in enumerate(kinds):
-                sel = negs[slot["kind"][rows[gi[negs]]] == kk]
-                if not len(sel):
-                    continue
-                r = rows[gi[sel]]
-                p = _prepare_colours(_take(slot["cparams"][cat], r), bg_mean[sel])
-                pose = _take(slot["poses"][cat], r)
-                cv = Canvas(img[sel], lab[sel], outline_px=max(0.7, S / 64))
-                cv.set_frame(pose["cr"], pose["cc"], pose["s"], pose["theta"], pose["flip"])
-                draw_scattered(cv, cat, kind, p)
-                img[sel], lab[sel] = cv.img, cv.label
+        _draw_creatures(img, lab, lms, gi, labels, rows, categories, params, poses, bg_mean, S)
+        _draw_negatives(img, lab, gi, labels, rows, kinds, scat, bg_mean, S)
         _occlude(img, lab, lms[gi], occ, gi, labels[gi] > 0, S)
         rng_c = np.random.default_rng(seeds[ck])
         img += rng_c.standard_normal(img.shape, dtype=_F) * _F(NOISE_SIGMA)
         np.clip(img, 0.0, 1.0, out=img)
         images[gi], label_map[gi] = img, lab
+    return images, label_map, lms
 
-    return _assemble(images, label_map, lms, labels, categories, dict(
-        generator="creatures", n=n, size=S, categories=list(categories), negatives=float(negatives),
-        background=background, object_centric=bool(object_centric), occlusion=float(occlusion),
-        seed=int(seed)))
+
+def _draw_creatures(img, lab, lms, gi, labels, rows, categories, params, poses, bg_mean, S):
+    """Draw the positives of chunk ``gi`` into ``img``/``lab`` in place; their landmarks into ``lms``."""
+    for ci, cat in enumerate(categories):
+        sel = np.nonzero(labels[gi] == ci + 1)[0]
+        if not len(sel):
+            continue
+        r = rows[gi[sel]]
+        p = _prepare_colours(_take(params[cat], r), bg_mean[sel])
+        pose = _take(poses[cat], r)
+        sub_img, sub_lab = render_objects(cat, p, pose, S, img=img[sel])
+        img[sel], lab[sel] = sub_img, sub_lab
+        lms[gi[sel]] = object_landmarks(cat, p, pose)
+
+
+def _draw_negatives(img, lab, gi, labels, rows, kinds, scat, bg_mean, S):
+    """Draw the scattered parts of the negatives of chunk ``gi`` into ``img``/``lab`` in place."""
+    negs = np.nonzero(labels[gi] == 0)[0]
+    for slot in scat:
+        for kk, (cat, kind) in enumerate(kinds):
+            sel = negs[slot["kind"][rows[gi[negs]]] == kk]
+            if not len(sel):
+                continue
+            r = rows[gi[sel]]
+            p = _prepare_colours(_take(slot["cparams"][cat], r), bg_mean[sel])
+            pose = _take(slot["poses"][cat], r)
+            cv = Canvas(img[sel], lab[sel], outline_px=max(0.7, S / 64))
+            cv.set_frame(pose["cr"], pose["cc"], pose["s"], pose["theta"], pose["flip"])
+            draw_scattered(cv, cat, kind, p)
+            img[sel], lab[sel] = cv.img, cv.label
 
 
 def _occlude(img, lab, lms, occ, gi, positive, S):

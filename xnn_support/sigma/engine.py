@@ -68,7 +68,7 @@ from torch import nn
 
 from .adapters import AxisUnits, CallableFeatures, GridUnits, ModuleFeatures, StagedFeatures  # noqa: F401
 from .presets import HALF_LOG_2PIE, PRESETS, READOUTS, SigmaConfig, config  # noqa: F401
-from .result import SigmaResult, _cat_results, _check_input, _Noise, _normaliser  # noqa: F401
+from .result import SigmaResult, _cat_results, _check_input, _chunk_result, _Noise, _normaliser, _Track  # noqa: F401
 from ..core.utils import progress as _progress
 
 __all__ = ["SigmaConfig", "config", "PRESETS", "optimize_sigma", "SigmaResult", "GridUnits", "AxisUnits",
@@ -77,6 +77,7 @@ __all__ = ["SigmaConfig", "config", "PRESETS", "optimize_sigma", "SigmaResult", 
 
 # ------------------------------------------------------------------------------------ engine
 _config_fn = config
+_SALT_INIT, _SALT_SF, _SALT_NOISE = 1, 2, 3  # _Noise salts: initial rho, sigma_f's draw, the steps' draws
 
 
 def optimize_sigma(x: torch.Tensor, units, features, *, config: Union[str, SigmaConfig, None] = "clean",
@@ -147,9 +148,64 @@ def optimize_sigma(x: torch.Tensor, units, features, *, config: Union[str, Sigma
 
 def _optimize_chunk(x, mask, U, units, features, cfg: SigmaConfig, seed, feature_masks, entropy, progress,
                     keep_sigma, idx_clean) -> SigmaResult:
+    """Optimise one chunk of inputs, all layers at once: setup, the step loop, the result."""
     names, dev = list(features.names), x.device
     L, Bc, M, T = len(names), x.shape[0], cfg.samples, cfg.steps
     index = idx_clean.repeat(M)                      # noisy row m * Bc + b belongs to input idx_clean[b]
+    f0 = _clean_features(features, x, idx_clean, names)
+    data_raw = _data_term(f0, feature_masks, idx_clean, cfg, names, Bc, dev)
+    rho = _init_rho(cfg, seed, units, L, Bc, U, dev, x.dtype)
+    umask = None if mask is None else mask.to(x.dtype)  # (Bc, U)
+    shared = cfg.noise == "shared"
+    sf = _sigma_f(cfg, seed, features, x, units, umask, rho, f0, data_raw, idx_clean, names)
+    sf_div = sf if sf is not None else torch.ones(L, Bc, device=dev, dtype=x.dtype)
+
+    # --- optimiser, noise, read-out state, dual variable
+    opt = (torch.optim.Adam([rho], lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD([rho], lr=cfg.lr))
+    noise = _Noise(tuple(x.shape[1:]), seed, _SALT_NOISE, dev, pairs=L * Bc, shared=shared,
+                   prefix_stable=units.prefix_stable, antithetic=cfg.antithetic)
+    track = _Track(cfg, L, Bc, T, keep_sigma, dev, x.dtype)
+    map_shape = None
+    log_lam = None if cfg.constraint is None else \
+        torch.full((L, Bc), math.log(max(float(cfg.lam), 1e-6)), device=dev, dtype=x.dtype)
+    steps = _progress(range(T), desc="sigma", total=T) if progress else range(T)
+    for t in steps:
+        if cfg.lr_schedule == "cosine":
+            fac = 0.5 * (1 + math.cos(math.pi * t / T))
+        elif isinstance(cfg.lr_schedule, (tuple, list)):
+            fac = float(cfg.lr_schedule[2]) ** (t // int(cfg.lr_schedule[1]))
+        else:
+            fac = 1.0
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * fac
+        lam = float(cfg.lam(t, T)) if callable(cfg.lam) else float(cfg.lam)
+        if log_lam is not None:
+            lam = log_lam.exp()
+        sig, logs = _sigma_of(rho, cfg)
+        feats = features(_noisy_inputs(x, units, umask, shared, sig, noise.draw(M), M), index)
+        if t == 0:
+            _check_noisy(feats, f0, names, M, Bc)
+        D = torch.stack([data_raw(l, feats[l], M) for l in range(L)]) / sf_div
+        H, extra, map_shape = _entropy_term(cfg, entropy, sig, logs, umask, U, feats, x, M, map_shape)
+        loss = D - lam * H
+        grad, = torch.autograd.grad(loss.sum(), rho)
+        with torch.no_grad():
+            Dd, Hd, ld = D.detach(), H.detach(), loss.detach()
+            track.update(t, logs, extra, Dd, Hd, ld, lam)
+        rho.grad = grad
+        opt.step()
+        _project(rho, cfg)
+        if log_lam is not None:  # dual ascent: more weight on entropy while F is below the constraint
+            with torch.no_grad():
+                log_lam += cfg.dual_lr * fac * (cfg.constraint - Dd) / cfg.constraint
+                log_lam.clamp_(-12.0, 12.0)
+    return _chunk_result(track, names, cfg, mask, U, entropy, map_shape, sf)
+
+
+
+def _clean_features(features, x, idx_clean, names):
+    """Clean features phi_l(x) of every layer (detached), checked: one row per input, finite."""
+    L, Bc = len(names), x.shape[0]
     with torch.no_grad():
         f0 = features([x] * L, idx_clean)
     for l, f in enumerate(f0):
@@ -158,7 +214,12 @@ def _optimize_chunk(x, mask, U, units, features, cfg: SigmaConfig, seed, feature
                              f"{tuple(f.shape) if torch.is_tensor(f) else type(f).__name__}")
         if not bool(torch.isfinite(f).all()):
             raise ValueError(f"the clean features of {names[l]!r} contain NaN or inf")
-    f0 = [f.detach() for f in f0]
+    return [f.detach() for f in f0]
+
+
+def _data_term(f0, feature_masks, idx_clean, cfg, names, Bc, dev):
+    """The data term ``data_raw(l, noisy feats, m) -> (Bc,)`` with feature masks and per-element sigma_f."""
+    L = len(names)
     fmask, count = [], []
     for l, f in enumerate(f0):
         m = feature_masks(l, f, idx_clean) if callable(feature_masks) else (feature_masks[l] if feature_masks else None)
@@ -173,7 +234,6 @@ def _optimize_chunk(x, mask, U, units, features, cfg: SigmaConfig, seed, feature
             count.append(torch.full((Bc,), float(f[0].numel()), device=dev))
         fmask.append(m)
     mean_data = cfg.data_reduction == "mean"
-
     elem_norm: List[Optional[torch.Tensor]] = [None] * L
     if not isinstance(cfg.sigma_f, str):
         for l in range(L):
@@ -196,12 +256,14 @@ def _optimize_chunk(x, mask, U, units, features, cfg: SigmaConfig, seed, feature
             d = d * fmask[l]
         s = d.sum(0).reshape(Bc, -1).sum(1) / m
         return s / count[l] if mean_data else s
+    return data_raw
 
-    # --- parameters
-    salt_init, salt_sf, salt_noise = 1, 2, 3
+
+def _init_rho(cfg, seed, units, L, Bc, U, dev, dtype):
+    """The parameter rho (L, Bc, U) at the initial sigma of the parameterisation, projected."""
     if cfg.parameterization == "sigmoid":
         if cfg.sigma_init == "random":
-            r0 = _Noise((U,), seed, salt_init, dev, pairs=1, shared=True, prefix_stable=units.prefix_stable).draw(1)[0]
+            r0 = _Noise((U,), seed, _SALT_INIT, dev, pairs=1, shared=True, prefix_stable=units.prefix_stable).draw(1)[0]
             rho0 = r0.expand(L, Bc, U)
         else:
             p = cfg.sigma_init / cfg.scale
@@ -210,162 +272,88 @@ def _optimize_chunk(x, mask, U, units, features, cfg: SigmaConfig, seed, feature
         rho0 = torch.full((L, Bc, U), math.log(cfg.sigma_init), device=dev)
     else:
         rho0 = torch.full((L, Bc, U), float(cfg.sigma_init), device=dev)
-    rho = rho0.clone().to(x.dtype).requires_grad_(True)
-    umask = None if mask is None else mask.to(x.dtype)  # (Bc, U)
+    rho = rho0.clone().to(dtype).requires_grad_(True)
+    _project(rho, cfg)
+    return rho
 
-    def sigma_of(r):
-        if cfg.parameterization == "sigmoid":
-            return cfg.scale * torch.sigmoid(r), math.log(cfg.scale) - F.softplus(-r)  # F.logsigmoid is ~1000x slower on CPU
+
+def _sigma_of(r, cfg):
+    """(sigma, log sigma) from the parameter r."""
+    if cfg.parameterization == "sigmoid":
+        return cfg.scale * torch.sigmoid(r), math.log(cfg.scale) - F.softplus(-r)  # F.logsigmoid is ~1000x slower on CPU
+    if cfg.parameterization == "log":
+        return r.exp(), r
+    return r, r.log()
+
+
+def _project(rho, cfg):
+    """Project rho in place onto the sigma bounds (log and clamp parameterisations)."""
+    with torch.no_grad():
         if cfg.parameterization == "log":
-            return r.exp(), r
-        return r, r.log()
+            rho.clamp_(math.log(cfg.sigma_min), math.log(cfg.sigma_max))
+        elif cfg.parameterization == "clamp":
+            rho.clamp_(cfg.sigma_min, cfg.sigma_max)
 
-    def project():
-        with torch.no_grad():
-            if cfg.parameterization == "log":
-                rho.clamp_(math.log(cfg.sigma_min), math.log(cfg.sigma_max))
-            elif cfg.parameterization == "clamp":
-                rho.clamp_(cfg.sigma_min, cfg.sigma_max)
-    project()
 
-    per_input = tuple(x.shape[1:])
-    shared = cfg.noise == "shared"
+def _noisy_inputs(x, units, umask, shared, sig, eps, m):
+    """One noisy copy of the chunk per layer, (m * Bc, ...) each: x + expand(sigma) * eps."""
+    Bc, per_input, xs = x.shape[0], tuple(x.shape[1:]), []
+    for l in range(sig.shape[0]):
+        s = sig[l] if umask is None else sig[l] * umask
+        std = units.expand(s, x).unsqueeze(0)           # (1, Bc, ...)
+        e = eps if shared else eps[:, l * Bc:(l + 1) * Bc]
+        e = e.unsqueeze(1) if shared else e
+        xs.append((x.unsqueeze(0) + std * e).reshape(m * Bc, *per_input))
+    return xs
 
-    def noisy_inputs(sig, eps, m):
-        xs = []
-        for l in range(L):
-            s = sig[l] if umask is None else sig[l] * umask
-            std = units.expand(s, x).unsqueeze(0)           # (1, Bc, ...)
-            e = eps if shared else eps[:, l * Bc:(l + 1) * Bc]
-            e = e.unsqueeze(1) if shared else e
-            xs.append((x.unsqueeze(0) + std * e).reshape(m * Bc, *per_input))
-        return xs
 
-    # --- sigma_f
-    sf = None
-    if isinstance(cfg.sigma_f, str) and cfg.sigma_f != "none":
-        with torch.no_grad():
-            if cfg.sigma_f == "init":
-                m_sf = cfg.sigma_f_samples or max(cfg.samples, 8)
-                nz = _Noise(per_input, seed, salt_sf, dev, pairs=L * Bc, shared=shared,
-                            prefix_stable=units.prefix_stable)
-                eps = nz.draw(m_sf)
-                feats = features(noisy_inputs(sigma_of(rho)[0], eps, m_sf), idx_clean.repeat(m_sf))
-                sf = torch.stack([data_raw(l, feats[l], m_sf) for l in range(L)])
-            else:  # power
-                sf = torch.stack([data_raw(l, torch.zeros_like(f0[l]), 1) for l in range(L)])
-        for l in range(L):
-            zero = (sf[l] <= 0) | ~torch.isfinite(sf[l])
-            if bool(zero.any()):
-                b = int(zero.nonzero()[0])
-                raise ValueError(f"sigma_f is {float(sf[l, b])} for layer {names[l]!r}, input {b}: the feature does "
-                                 "not change under the initial noise (does it depend on the input?)")
-    sf_div = sf if sf is not None else torch.ones(L, Bc, device=dev, dtype=x.dtype)
+def _sigma_f(cfg, seed, features, x, units, umask, rho, f0, data_raw, idx_clean, names):
+    """Per-pair normaliser (L, Bc) for ``sigma_f="init"`` or ``"power"`` (checked positive), else None."""
+    if not isinstance(cfg.sigma_f, str) or cfg.sigma_f == "none":
+        return None
+    L, Bc, shared = len(names), x.shape[0], cfg.noise == "shared"
+    with torch.no_grad():
+        if cfg.sigma_f == "init":
+            m_sf = cfg.sigma_f_samples or max(cfg.samples, 8)
+            nz = _Noise(tuple(x.shape[1:]), seed, _SALT_SF, x.device, pairs=L * Bc, shared=shared,
+                        prefix_stable=units.prefix_stable)
+            eps = nz.draw(m_sf)
+            feats = features(_noisy_inputs(x, units, umask, shared, _sigma_of(rho, cfg)[0], eps, m_sf),
+                             idx_clean.repeat(m_sf))
+            sf = torch.stack([data_raw(l, feats[l], m_sf) for l in range(L)])
+        else:  # power
+            sf = torch.stack([data_raw(l, torch.zeros_like(f0[l]), 1) for l in range(L)])
+    for l in range(L):
+        zero = (sf[l] <= 0) | ~torch.isfinite(sf[l])
+        if bool(zero.any()):
+            b = int(zero.nonzero()[0])
+            raise ValueError(f"sigma_f is {float(sf[l, b])} for layer {names[l]!r}, input {b}: the feature does "
+                             "not change under the initial noise (does it depend on the input?)")
+    return sf
 
-    # --- optimiser
-    opt = (torch.optim.Adam([rho], lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD([rho], lr=cfg.lr))
-    noise = _Noise(per_input, seed, salt_noise, dev, pairs=L * Bc, shared=shared,
-                   prefix_stable=units.prefix_stable, antithetic=cfg.antithetic)
-    n_tail = max(1, int(math.ceil(cfg.tail * T)))
-    # Read-out state, packed per pair as [log sigma (U) | custom map | F | H] so that each rule costs
-    # three element-wise ops per step (this loop must stay close to the cost of forward + backward).
-    inf = torch.full((L, Bc), float("inf"), device=dev, dtype=x.dtype)
-    rules = ("snapshot", "target", "entropy_target")
-    best = {k: inf.clone() for k in rules}
-    packed: Dict[str, torch.Tensor] = {}
-    at = {k: torch.zeros(L, Bc, dtype=torch.long, device=dev) for k in rules}
-    tail_sum, last, hist, hist_sig = None, None, [], []
-    map_shape = None
-    log_lam = None if cfg.constraint is None else \
-        torch.full((L, Bc), math.log(max(float(cfg.lam), 1e-6)), device=dev, dtype=x.dtype)
-    steps = _progress(range(T), desc="sigma", total=T) if progress else range(T)
-    for t in steps:
-        if cfg.lr_schedule == "cosine":
-            fac = 0.5 * (1 + math.cos(math.pi * t / T))
-        elif isinstance(cfg.lr_schedule, (tuple, list)):
-            fac = float(cfg.lr_schedule[2]) ** (t // int(cfg.lr_schedule[1]))
-        else:
-            fac = 1.0
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * fac
-        lam = float(cfg.lam(t, T)) if callable(cfg.lam) else float(cfg.lam)
-        if log_lam is not None:
-            lam = log_lam.exp()
-        sig, logs = sigma_of(rho)
-        feats = features(noisy_inputs(sig, noise.draw(M), M), index)
-        if t == 0:
-            for l, f in enumerate(feats):
-                if not torch.is_tensor(f) or not f.requires_grad:
-                    raise ValueError(
-                        f"the features of {names[l]!r} have no autograd graph back to the noisy input: phi must be "
-                        "differentiable (do not detach, convert to numpy, or run it under torch.no_grad())")
-                if f.shape != (M * Bc, *f0[l].shape[1:]):
-                    raise ValueError(f"noisy features of {names[l]!r} have shape {tuple(f.shape)}, expected "
-                                     f"{(M * Bc, *f0[l].shape[1:])}")
-        D = torch.stack([data_raw(l, feats[l], M) for l in range(L)]) / sf_div
-        if entropy is None:
-            hm = logs if umask is None else logs * umask
-            H = hm.sum(-1) / (U if umask is None else umask.sum(-1)) if cfg.entropy_reduction == "mean" \
-                else hm.sum(-1)
-            H = H + HALF_LOG_2PIE if cfg.entropy_reduction == "mean" else \
-                H + HALF_LOG_2PIE * (U if umask is None else umask.sum(-1))
-            extra = []
-        else:
-            hmap = torch.stack([entropy(l, sig[l], feats[l].reshape(M, Bc, *feats[l].shape[1:]), x)
-                                for l in range(L)])
-            map_shape = tuple(hmap.shape[2:])
-            H = hmap.reshape(L, Bc, -1).mean(-1) if cfg.entropy_reduction == "mean" \
-                else hmap.reshape(L, Bc, -1).sum(-1)
-            extra = [hmap.detach().reshape(L, Bc, -1)]
-        loss = D - lam * H
-        grad, = torch.autograd.grad(loss.sum(), rho)
-        with torch.no_grad():
-            Dd, Hd, ld = D.detach(), H.detach(), loss.detach()
-            cur = torch.cat([logs.detach()] + extra + [Dd.unsqueeze(-1), Hd.unsqueeze(-1)], -1)
-            last = cur
-            keys = {"snapshot": ld, "target": (Dd - cfg.target).abs(), "entropy_target": (Hd - cfg.entropy_target).abs()}
-            if cfg.target_min is not None:
-                keys["target"] = torch.where(Dd >= cfg.target_min, keys["target"], inf)
-            for k in rules:
-                better = keys[k] < best[k]
-                best[k] = torch.where(better, keys[k], best[k])
-                packed[k] = cur if k not in packed else torch.where(better.unsqueeze(-1), cur, packed[k])
-                at[k].masked_fill_(better, t)
-            if t >= T - n_tail:
-                tail_sum = cur if tail_sum is None else tail_sum + cur
-            hist.append(torch.stack([Dd, Hd, ld, lam if torch.is_tensor(lam) else torch.full_like(Dd, lam)]))
-            if keep_sigma:
-                hist_sig.append(logs.detach())
-        rho.grad = grad
-        opt.step()
-        project()
-        if log_lam is not None:  # dual ascent: more weight on entropy while F is below the constraint
-            with torch.no_grad():
-                log_lam += cfg.dual_lr * fac * (cfg.constraint - Dd) / cfg.constraint
-                log_lam.clamp_(-12.0, 12.0)
-    hist = torch.stack(hist).cpu()  # (T, 4, L, Bc)
-    if not bool(torch.isfinite(hist).all()):
-        t_bad = int((~torch.isfinite(hist)).reshape(T, -1).any(1).nonzero()[0])
-        raise FloatingPointError(f"the loss became NaN/inf at step {t_bad} (lr={cfg.lr}); lower lr or check the model")
-    packed["final"], packed["tail"] = last, tail_sum / n_tail
-    at["final"] = torch.full((L, Bc), T - 1, dtype=torch.long, device=dev)
-    at["tail"] = torch.full((L, Bc), T - n_tail, dtype=torch.long, device=dev)
-    bad = None if mask is None else ~mask.bool().cpu().unsqueeze(0)
-    readouts = {}
-    for k in READOUTS:
-        v = packed[k].cpu()
-        ls = v[..., :U]
-        hmap = (ls + HALF_LOG_2PIE) if entropy is None else v[..., U:-2].reshape(L, Bc, *map_shape)
-        if bad is not None:
-            ls = ls.masked_fill(bad, float("nan"))
-            if entropy is None:
-                hmap = hmap.masked_fill(bad, float("nan"))
-        readouts[k] = {"log_sigma": ls, "map": hmap, "F": v[..., -2], "H": v[..., -1], "step": at[k].cpu()}
-    history = {"F": hist[:, 0], "H": hist[:, 1], "loss": hist[:, 2], "lam": hist[:, 3]}
-    if keep_sigma:
-        history["log_sigma"] = torch.stack(hist_sig).cpu()
-    r = readouts[cfg.readout]
-    return SigmaResult(names=names, sigma=r["log_sigma"].exp(), log_sigma=r["log_sigma"], entropy_map=r["map"],
-                       entropy=r["H"], F=r["F"], step=r["step"], readout=cfg.readout, readouts=readouts,
-                       history=history, sigma_f=None if sf is None else sf.cpu(),
-                       mask=None if mask is None else mask.cpu(), config=cfg)
+
+def _check_noisy(feats, f0, names, M, Bc):
+    """First step: the noisy features must carry a graph back to the input and have the clean shape."""
+    for l, f in enumerate(feats):
+        if not torch.is_tensor(f) or not f.requires_grad:
+            raise ValueError(
+                f"the features of {names[l]!r} have no autograd graph back to the noisy input: phi must be "
+                "differentiable (do not detach, convert to numpy, or run it under torch.no_grad())")
+        if f.shape != (M * Bc, *f0[l].shape[1:]):
+            raise ValueError(f"noisy features of {names[l]!r} have shape {tuple(f.shape)}, expected "
+                             f"{(M * Bc, *f0[l].shape[1:])}")
+
+
+def _entropy_term(cfg, entropy, sig, logs, umask, U, feats, x, M, map_shape):
+    """H (L, Bc), the extra packed read-out state and the custom map's shape (input entropy or ``entropy``)."""
+    if entropy is None:
+        hm = logs if umask is None else logs * umask
+        H = hm.sum(-1) / (U if umask is None else umask.sum(-1)) if cfg.entropy_reduction == "mean" \
+            else hm.sum(-1)
+        H = H + HALF_LOG_2PIE if cfg.entropy_reduction == "mean" else \
+            H + HALF_LOG_2PIE * (U if umask is None else umask.sum(-1))
+        return H, [], map_shape
+    L, Bc = sig.shape[:2]
+    hmap = torch.stack([entropy(l, sig[l], feats[l].reshape(M, Bc, *feats[l].shape[1:]), x) for l in range(L)])
+    H = hmap.reshape(L, Bc, -1).mean(-1) if cfg.entropy_reduction == "mean" else hmap.reshape(L, Bc, -1).sum(-1)
+    return H, [hmap.detach().reshape(L, Bc, -1)], tuple(hmap.shape[2:])

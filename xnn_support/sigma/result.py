@@ -3,12 +3,13 @@ seeded noise draws (:class:`_Noise`), argument checks and the concatenation of c
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from .presets import SigmaConfig
+from .presets import HALF_LOG_2PIE, READOUTS, SigmaConfig
 
 __all__ = ["SigmaResult"]
 
@@ -133,3 +134,68 @@ def _cat_results(parts: List[SigmaResult], order: torch.Tensor, U: int, unit_map
                                mask=cat([p.mask for p in parts], 0, False)).use(p0.readout)
 
 
+# ------------------------------------------------------------------------------------ read-out
+class _Track:
+    """Online read-out state, packed per pair as [log sigma (U) | custom map | F | H] so that each rule
+    costs three element-wise ops per step (the loop must stay close to the cost of forward + backward)."""
+    rules = ("snapshot", "target", "entropy_target")
+
+    def __init__(self, cfg, L, Bc, T, keep_sigma, dev, dtype):
+        """Empty state for L x Bc pairs and T steps."""
+        self.cfg, self.L, self.Bc, self.T, self.keep_sigma, self.dev = cfg, L, Bc, T, keep_sigma, dev
+        self.n_tail = max(1, int(math.ceil(cfg.tail * T)))
+        self.inf = torch.full((L, Bc), float("inf"), device=dev, dtype=dtype)
+        self.best = {k: self.inf.clone() for k in self.rules}
+        self.packed: Dict[str, torch.Tensor] = {}
+        self.at = {k: torch.zeros(L, Bc, dtype=torch.long, device=dev) for k in self.rules}
+        self.tail_sum, self.last, self.hist, self.hist_sig = None, None, [], []
+
+    def update(self, t, logs, extra, Dd, Hd, ld, lam):
+        """Record step t (call under no_grad): read-out candidates, tail sum, history."""
+        cfg, packed = self.cfg, self.packed
+        cur = torch.cat([logs.detach()] + extra + [Dd.unsqueeze(-1), Hd.unsqueeze(-1)], -1)
+        self.last = cur
+        keys = {"snapshot": ld, "target": (Dd - cfg.target).abs(), "entropy_target": (Hd - cfg.entropy_target).abs()}
+        if cfg.target_min is not None:
+            keys["target"] = torch.where(Dd >= cfg.target_min, keys["target"], self.inf)
+        for k in self.rules:
+            better = keys[k] < self.best[k]
+            self.best[k] = torch.where(better, keys[k], self.best[k])
+            packed[k] = cur if k not in packed else torch.where(better.unsqueeze(-1), cur, packed[k])
+            self.at[k].masked_fill_(better, t)
+        if t >= self.T - self.n_tail:
+            self.tail_sum = cur if self.tail_sum is None else self.tail_sum + cur
+        self.hist.append(torch.stack([Dd, Hd, ld, lam if torch.is_tensor(lam) else torch.full_like(Dd, lam)]))
+        if self.keep_sigma:
+            self.hist_sig.append(logs.detach())
+
+
+def _chunk_result(track, names, cfg, mask, U, entropy, map_shape, sf) -> SigmaResult:
+    """Check the history, unpack every read-out rule (NaN on padded units), assemble the :class:`SigmaResult`."""
+    T, L, Bc, packed, at = track.T, track.L, track.Bc, track.packed, track.at
+    hist = torch.stack(track.hist).cpu()  # (T, 4, L, Bc)
+    if not bool(torch.isfinite(hist).all()):
+        t_bad = int((~torch.isfinite(hist)).reshape(T, -1).any(1).nonzero()[0])
+        raise FloatingPointError(f"the loss became NaN/inf at step {t_bad} (lr={cfg.lr}); lower lr or check the model")
+    packed["final"], packed["tail"] = track.last, track.tail_sum / track.n_tail
+    at["final"] = torch.full((L, Bc), T - 1, dtype=torch.long, device=track.dev)
+    at["tail"] = torch.full((L, Bc), T - track.n_tail, dtype=torch.long, device=track.dev)
+    bad = None if mask is None else ~mask.bool().cpu().unsqueeze(0)
+    readouts = {}
+    for k in READOUTS:
+        v = packed[k].cpu()
+        ls = v[..., :U]
+        hmap = (ls + HALF_LOG_2PIE) if entropy is None else v[..., U:-2].reshape(L, Bc, *map_shape)
+        if bad is not None:
+            ls = ls.masked_fill(bad, float("nan"))
+            if entropy is None:
+                hmap = hmap.masked_fill(bad, float("nan"))
+        readouts[k] = {"log_sigma": ls, "map": hmap, "F": v[..., -2], "H": v[..., -1], "step": at[k].cpu()}
+    history = {"F": hist[:, 0], "H": hist[:, 1], "loss": hist[:, 2], "lam": hist[:, 3]}
+    if track.keep_sigma:
+        history["log_sigma"] = torch.stack(track.hist_sig).cpu()
+    r = readouts[cfg.readout]
+    return SigmaResult(names=names, sigma=r["log_sigma"].exp(), log_sigma=r["log_sigma"], entropy_map=r["map"],
+                       entropy=r["H"], F=r["F"], step=r["step"], readout=cfg.readout, readouts=readouts,
+                       history=history, sigma_f=None if sf is None else sf.cpu(),
+                       mask=None if mask is None else mask.cpu(), config=cfg)

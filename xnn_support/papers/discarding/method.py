@@ -156,11 +156,15 @@ def pixel_information(model: nn.Module, images: torch.Tensor, layers, *, grid: i
 
     ``config``: an engine preset (``"clean"`` default, ``"icml22"`` for the official noise layer and
     read-out) or a :class:`~xnn_support.sigma.SigmaConfig`; ``steps``, ``lam`` and ``overrides``
-    replace its fields. ``batch_size``: images optimised together (memory ~ batch x samples x layers).
+    replace its fields. The default ``clean`` preset holds F at 1.5 by adapting lam: an explicit ``lam``
+    is then refused unless ``constraint=None`` is passed too (lam fixed, F free). ``batch_size``: images optimised together (memory ~ batch x samples x layers).
     """
     images = _check_images(images)
-    cfg = _sigma.config(config, **overrides)
-    cfg = cfg.replace(**{k: v for k, v in (("steps", steps), ("lam", lam)) if v is not None}).validate()
+    explicit = {k: v for k, v in (("steps", steps), ("lam", lam)) if v is not None}
+    twice = sorted(set(explicit) & set(overrides))
+    if twice:
+        raise ValueError(f"{twice} given twice (as an argument and in overrides); give each once")
+    cfg = _sigma.config(config, **overrides, **explicit)
     feats = ModuleFeatures(model, layers, activation=activation)
     res = optimize_sigma(images, GridUnits(grid), feats, config=cfg, seed=seed, batch_size=batch_size,
                          progress=progress)

@@ -121,6 +121,36 @@ def run_seed(seed: int, *, n_train: int = 2000, epochs: int = 10, n_mine: int = 
     m: Dict[str, float] = {"model/val_acc": float(res.val_acc)}
     S = size
     diag = S * 2 ** 0.5
+    bird, fm_all = _bird_maps(model, seed, n_mine=n_mine, n_test=n_test, S=S, layers=layers, batch_size=batch_size,
+                              object_centric=object_centric, flips=flips, flip_rounds=flip_rounds, parents=parents,
+                              iters=iters)
+    right = facing_right(bird).float().mean()
+    m["flips/same_facing"] = float(torch.maximum(right, 1 - right))
+    fm_mine = {k: v[:n_mine] for k, v in fm_all.items()}
+    for k in fm_mine:
+        fm_mine[k].geometry = fm_all[k].geometry
+    fm_test = {k: v[n_mine:] for k, v in fm_all.items()}
+    G = mine(fm_mine, geometry={k: v.geometry for k, v in fm_all.items()}, parents=parents, iters=iters,
+             seed=seed, batch_size=batch_size)
+    inf = G.infer(fm_all, batch_size=batch_size)
+    _stability_metrics(m, G, inf, fm_all, bird, seed, layers=layers, n_mine=n_mine, n_test=n_test,
+                       top_images=top_images, S=S, diag=diag)
+    examples = _fewshot_metrics(m, model, G, inf, fm_all, bird, seed, layers=layers, n_mine=n_mine, n_test=n_test,
+                                shots=shots, draws=draws, batch_size=batch_size)
+    if not disentangle:
+        return {"metrics": m, "graph": G, "inference": inf, "images": bird.images, "dataset": bird,
+                "n_mine": n_mine, "examples": examples, "model": model, "feature_maps": fm_all}
+    Gw, infw, wh, dis = _disentangle_metrics(m, model, seed, layers=layers, n_mine=n_mine, n_test=n_test, S=S,
+                                             parents=parents, iters=iters, batch_size=batch_size)
+    return {"metrics": m, "graph": G, "inference": inf, "images": bird.images, "dataset": bird,
+            "n_mine": n_mine, "labels_all": ge.part_label_map(bird.part_masks), "examples": examples,
+            "wheels_graph": Gw, "wheels_inference": infw, "wheels": wh, "disentangle": dis,
+            "model": model, "feature_maps": fm_all}
+
+
+def _bird_maps(model, seed, *, n_mine, n_test, S, layers, batch_size, object_centric, flips, flip_rounds, parents,
+               iters):
+    """The bird images of :func:`run_seed` (aligned left/right as ``flips`` says) and their feature maps."""
     bird = data.creatures(n_mine + n_test, S, categories=("bird",), negatives=0.0, object_centric=object_centric,
                           seed=10_000 + seed)
     fm_all = ge.extract(model, bird.images, list(layers), batch_size=batch_size)
@@ -133,15 +163,11 @@ def run_seed(seed: int, *, n_train: int = 2000, epochs: int = 10, n_mine: int = 
                                  iters=iters, seed=seed)
         bird = mirror(bird, which)
         fm_all = ge.extract(model, bird.images, list(layers), batch_size=batch_size)
-    right = facing_right(bird).float().mean()
-    m["flips/same_facing"] = float(torch.maximum(right, 1 - right))
-    fm_mine = {k: v[:n_mine] for k, v in fm_all.items()}
-    for k in fm_mine:
-        fm_mine[k].geometry = fm_all[k].geometry
-    fm_test = {k: v[n_mine:] for k, v in fm_all.items()}
-    G = mine(fm_mine, geometry={k: v.geometry for k, v in fm_all.items()}, parents=parents, iters=iters,
-             seed=seed, batch_size=batch_size)
-    inf = G.infer(fm_all, batch_size=batch_size)
+    return bird, fm_all
+
+
+def _stability_metrics(m, G, inf, fm_all, bird, seed, *, layers, n_mine, n_test, top_images, S, diag):
+    """Instability, mobility and purity of nodes vs filter peaks on the test images, into ``m``."""
     test = slice(n_mine, None)
     lm = bird.landmarks[test]
     labels = ge.part_label_map(bird.part_masks[test])
@@ -172,7 +198,13 @@ def run_seed(seed: int, *, n_train: int = 2000, epochs: int = 10, n_mine: int = 
     m["purity/nodes"] = sum(pur_n) / len(pur_n)
     m["purity/filter_peaks"] = sum(pur_f) / len(pur_f)
 
-    # few-shot localisation: all graph layers' nodes vs all their filters' peaks vs fc nearest neighbour
+
+def _fewshot_metrics(m, model, G, inf, fm_all, bird, seed, *, layers, n_mine, n_test, shots, draws, batch_size):
+    """Few-shot localisation (nodes vs filter peaks vs fc nearest neighbour vs mean position) into ``m``;
+    returns the example predictions at the largest shot count per landmark."""
+    # all graph layers' nodes vs all their filters' peaks vs fc nearest neighbour
+    test = slice(n_mine, None)
+    lm = bird.landmarks[test]
     npix = torch.cat([_units(G, inf, fm_all, n)[0] for n in layers], 1)
     nsc = torch.cat([_units(G, inf, fm_all, n)[1] for n in layers], 1)
     fpix = torch.cat([_units(G, inf, fm_all, n)[2] for n in layers], 1)
@@ -205,13 +237,15 @@ def run_seed(seed: int, *, n_train: int = 2000, epochs: int = 10, n_mine: int = 
                 m.setdefault(f"fewshot/{s}shot/{key}", []).append(sum(v) / len(v))
     for key in [k for k in m if k.startswith("fewshot/")]:
         m[key] = sum(m[key]) / len(m[key])
+    return examples
 
-    if not disentangle:
-        return {"metrics": m, "graph": G, "inference": inf, "images": bird.images, "dataset": bird,
-                "n_mine": n_mine, "examples": examples, "model": model, "feature_maps": fm_all}
-    # disentangling: a graph on wheels images; the two wheels are identical parts
+
+def _disentangle_metrics(m, model, seed, *, layers, n_mine, n_test, S, parents, iters, batch_size):
+    """The disentangling test: a graph on wheels images (two identical parts), metrics into ``m``;
+    returns (graph, inference, dataset, per-layer results)."""
     wh = data.creatures(n_mine + n_test, S, categories=("wheels",), negatives=0.0, object_centric=True,
                         seed=20_000 + seed)
+    test = slice(n_mine, None)
     top2 = list(layers[-2:])
     fw = ge.extract(model, wh.images, top2, batch_size=batch_size)
     fwm = {k: v[:n_mine] for k, v in fw.items()}
@@ -231,10 +265,7 @@ def run_seed(seed: int, *, n_train: int = 2000, epochs: int = 10, n_mine: int = 
     m["disentangle/split_share"] = best["split_share"]
     m["disentangle/node_min_hit"] = best["node_min_hit"]
     m["disentangle/filter_min_hit"] = best["filter_min_hit"]
-    return {"metrics": m, "graph": G, "inference": inf, "images": bird.images, "dataset": bird,
-            "n_mine": n_mine, "labels_all": ge.part_label_map(bird.part_masks), "examples": examples,
-            "wheels_graph": Gw, "wheels_inference": infw, "wheels": wh, "disentangle": dis,
-            "model": model, "feature_maps": fm_all}
+    return Gw, infw, wh, dis
 
 
 def seed_table(runs, first_seed: int):

@@ -320,22 +320,13 @@ def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping
     for li in reversed(range(len(names))):
         name = names[li]
         X = feature_maps[name]
-        N, C, H, W = X.shape
-        dev = X.device
         top = li == len(names) - 1
         P = int(nodes_per_filter[li]) if nodes_per_filter is not None else \
-            max(1, math.ceil(H * W * (density[-1] if top else density[0])))
-        P = min(P, H * W)
-        A, scale = normalise_maps(X)
-        n = max(H, W)
-        smax = n / math.sqrt(P)
-        cells = torch.stack([torch.randperm(H * W, generator=gen)[:P] for _ in range(C)])
-        coord = torch.stack([(cells // W).float(), (cells % W).float()], -1).to(dev)
-        sigma = torch.full((C, P), 0.15 * n, device=dev).clamp(smax / 10, smax)
-        half = max(1, round(min(max_range * n / 2, 3 * 0.15 * n)))
-        L = GraphLayer(name, C, P, H, W, geo[name][0], geo[name][1], scale, coord, sigma, half,
-                       valid_tau=valid_tau)
+            max(1, math.ceil(X.shape[2] * X.shape[3] * (density[-1] if top else density[0])))
+        L, A, n, smax = _init_layer(X, name, P, geo[name], gen, max_range=max_range, valid_tau=valid_tau)
         K = min(parents, up_layer.n_nodes) if up_layer is not None else 0
+        # loop-carried: the previous iteration's E step (set in iteration 0, read from iteration 1 on)
+        cur_mean = cur_score = cur_pos = None
         for it in range(iters):
             if K and (it == 1 or (reselect and it > 1)):  # B9: first iteration without parents
                 pix = L.offset + L.stride * cur_mean
@@ -345,43 +336,76 @@ def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping
                 L.parents = select_parents(pix, cur_score, pix_up, up_res[1], K, top_m, batch_size,
                                            candidates=candidates, bounds=bounds)
             if K and it >= 1:
-                pp = (up_layer.offset + up_layer.stride * up_res[0][:, L.parents] - L.offset) / L.stride
-                wgt = cur_score / cur_score.sum(0, keepdim=True).clamp_min(1e-12)       # (N, M)
-                L.delta = (wgt.view(N, -1, 1, 1) * (cur_mean.unsqueeze(2) - pp)).sum(0)
-            acc = torch.zeros(C, P, device=dev)
-            acc_u = torch.zeros(C, P, 2, device=dev)
-            acc_v = torch.zeros(C, P, device=dev)
-            means, scores, poss = [], [], []
-            for s in range(0, N, batch_size):
-                a = A[s:s + batch_size]
-                B = a.shape[0]
-                if L.parents is not None:
-                    mu = ExplanatoryGraph._mu(L, up_layer, up_res[0][s:s + batch_size], B)
-                else:
-                    mu = coord.unsqueeze(0).expand(B, -1, -1, -1)
-                if engine == "loop":
-                    sc, pos, mean, vs = e_step_loop(a, mu, L.sigma, L.half, valid_tau)
-                    acc_v += vs.to(dev)
-                    sc, pos, mean = sc.to(dev), pos.to(dev), mean.to(dev)
-                else:
-                    sc, pos, mean, vs = e_step(a, mu, L.sigma, L.half, valid_tau)
-                    acc_v += vs
-                acc += sc.sum(0)
-                acc_u += (sc.unsqueeze(-1) * mean).sum(0)
-                means.append(mean.flatten(1, 2))
-                scores.append(sc.flatten(1))
-                poss.append(pos.flatten(1, 2))
-            cur_mean, cur_score, cur_pos = torch.cat(means), torch.cat(scores), torch.cat(poss)
-            # M step
-            coord = L.coord = acc_u / acc.clamp_min(1e-12).unsqueeze(-1)
-            L.sigma = (acc_v / (2 * acc.clamp_min(1e-12))).sqrt().clamp(smax / 10, smax)
-            L.half = max(1, round(min(max_range * n / 2, 3 * float(L.sigma.max()))))
+                L.delta = _displacements(L, up_layer, up_res, cur_mean, cur_score)
+            acc, acc_u, acc_v, cur_mean, cur_score, cur_pos = _e_pass(L, A, up_layer, up_res, X.device,
+                                                                      batch_size, valid_tau, engine)
+            _m_step(L, acc, acc_u, acc_v, n, smax, max_range)
         if K and L.parents is not None:  # final displacements from the last E step
-            pp = (up_layer.offset + up_layer.stride * up_res[0][:, L.parents] - L.offset) / L.stride
-            wgt = cur_score / cur_score.sum(0, keepdim=True).clamp_min(1e-12)
-            L.delta = (wgt.view(N, -1, 1, 1) * (cur_mean.unsqueeze(2) - pp)).sum(0)
+            L.delta = _displacements(L, up_layer, up_res, cur_mean, cur_score)
         # the layer below follows the positions of this layer's last E step (spec 2.2: code order)
         up_res = (cur_pos, cur_score)
         up_layer = L
         layers[name] = L
     return ExplanatoryGraph(OrderedDict((k, layers[k]) for k in names))
+
+
+def _init_layer(X, name, P, geo, gen, *, max_range, valid_tau):
+    """A graph layer before EM: P nodes per filter at random cells, initial sigma and window.
+    Returns (layer, normalised maps, n = max(H, W), the sigma bound smax)."""
+    N, C, H, W = X.shape
+    dev = X.device
+    P = min(P, H * W)
+    A, scale = normalise_maps(X)
+    n = max(H, W)
+    smax = n / math.sqrt(P)
+    cells = torch.stack([torch.randperm(H * W, generator=gen)[:P] for _ in range(C)])
+    coord = torch.stack([(cells // W).float(), (cells % W).float()], -1).to(dev)
+    sigma = torch.full((C, P), 0.15 * n, device=dev).clamp(smax / 10, smax)
+    half = max(1, round(min(max_range * n / 2, 3 * 0.15 * n)))
+    L = GraphLayer(name, C, P, H, W, geo[0], geo[1], scale, coord, sigma, half, valid_tau=valid_tau)
+    return L, A, n, smax
+
+
+def _displacements(L, up_layer, up_res, cur_mean, cur_score):
+    """Delta (C*P, K, 2): score-weighted mean over images of node position minus parent position (child cells)."""
+    N = cur_score.shape[0]
+    pp = (up_layer.offset + up_layer.stride * up_res[0][:, L.parents] - L.offset) / L.stride
+    wgt = cur_score / cur_score.sum(0, keepdim=True).clamp_min(1e-12)       # (N, M)
+    return (wgt.view(N, -1, 1, 1) * (cur_mean.unsqueeze(2) - pp)).sum(0)
+
+
+def _e_pass(L, A, up_layer, up_res, dev, batch_size, valid_tau, engine):
+    """One E step over all images in batches: the M-step sums (acc, acc_u, acc_v) and the per-image
+    node means, scores and positions (N, C*P, ...)."""
+    N, C, P = A.shape[0], L.C, L.P
+    acc = torch.zeros(C, P, device=dev)
+    acc_u = torch.zeros(C, P, 2, device=dev)
+    acc_v = torch.zeros(C, P, device=dev)
+    means, scores, poss = [], [], []
+    for s in range(0, N, batch_size):
+        a = A[s:s + batch_size]
+        B = a.shape[0]
+        if L.parents is not None:
+            mu = ExplanatoryGraph._mu(L, up_layer, up_res[0][s:s + batch_size], B)
+        else:
+            mu = L.coord.unsqueeze(0).expand(B, -1, -1, -1)
+        if engine == "loop":
+            sc, pos, mean, vs = e_step_loop(a, mu, L.sigma, L.half, valid_tau)
+            acc_v += vs.to(dev)
+            sc, pos, mean = sc.to(dev), pos.to(dev), mean.to(dev)
+        else:
+            sc, pos, mean, vs = e_step(a, mu, L.sigma, L.half, valid_tau)
+            acc_v += vs
+        acc += sc.sum(0)
+        acc_u += (sc.unsqueeze(-1) * mean).sum(0)
+        means.append(mean.flatten(1, 2))
+        scores.append(sc.flatten(1))
+        poss.append(pos.flatten(1, 2))
+    return acc, acc_u, acc_v, torch.cat(means), torch.cat(scores), torch.cat(poss)
+
+
+def _m_step(L, acc, acc_u, acc_v, n, smax, max_range):
+    """M step in place: node coordinates, sigmas (bounded by smax) and the search window."""
+    L.coord = acc_u / acc.clamp_min(1e-12).unsqueeze(-1)
+    L.sigma = (acc_v / (2 * acc.clamp_min(1e-12))).sqrt().clamp(smax / 10, smax)
+    L.half = max(1, round(min(max_range * n / 2, 3 * float(L.sigma.max()))))

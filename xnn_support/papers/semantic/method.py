@@ -205,6 +205,38 @@ def fit_explainer(images: torch.Tensor, concepts: torch.Tensor, target: torch.Te
 
 def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss, beta, eta, lr, batch_size,
                    weight_decay, schedule, net, width, names, ridge, init, device, progress) -> Explainer:
+    """:func:`fit_explainer` inside its thread setting: checks, normalisation, prior, the explainer, training."""
+    n, c, names = _check_explainer_args(images, concepts, target, epochs=epochs, seed=seed, prior_loss=prior_loss,
+                                        beta=beta, eta=eta, lr=lr, batch_size=batch_size,
+                                        weight_decay=weight_decay, schedule=schedule, width=width, names=names,
+                                        ridge=ridge, init=init)
+    gen = seed_everything(seed)
+    if net is None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = ExplainerCNN(c, images.shape[1], width)
+        dev = torch.device(device) if device is not None else images.device
+    else:
+        dev = torch.device(device) if device is not None else device_of(net)
+    scale, t_mean, t_std, cs, ys, w_ls, b_ls = _normalise(concepts, target, n, ridge)
+    w_s = _scaled_prior(prior, w_ls, scale, t_std, n, c)
+
+    ex = Explainer(net, scale.float(), t_mean, t_std, names).to(dev)
+    with torch.no_grad():
+        ex.b.fill_(b_ls if init == "lstsq" else 0.0)
+        if init == "lstsq":
+            ex.alpha0.copy_(w_ls.to(dev))
+    ex.prior = None if w_s is None else (w_s * t_std / scale.float()).squeeze(0)
+    opt = torch.optim.Adam([{"params": list(ex.net.parameters()), "weight_decay": weight_decay},
+                            {"params": [ex.b], "weight_decay": 0.0}], lr=lr)
+    _train_explainer(ex, opt, images, cs, ys, w_s, gen, epochs=epochs, lr=lr, batch_size=batch_size,
+                     schedule=schedule, beta=beta, eta=eta, prior_loss=prior_loss, dev=dev, progress=progress)
+    return ex.eval()
+
+
+def _check_explainer_args(images, concepts, target, *, epochs, seed, prior_loss, beta, eta, lr, batch_size,
+                          weight_decay, schedule, width, names, ridge, init):
+    """The input and argument checks of :func:`fit_explainer`; returns (n images, C concepts, names)."""
     if not torch.is_tensor(images) or images.dim() != 4 or not images.is_floating_point():
         raise ValueError(f"images must be a float tensor (N, C, H, W), got "
                          f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
@@ -232,17 +264,12 @@ def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss,
     names = [f"concept_{i}" for i in range(c)] if names is None else list(names)
     if len(names) != c:
         raise ValueError(f"names must have one entry per concept ({c}), got {len(names)}")
+    return n, c, names
 
-    gen = seed_everything(seed)
-    if net is None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = ExplainerCNN(c, images.shape[1], width)
-        dev = torch.device(device) if device is not None else images.device
-    else:
-        dev = torch.device(device) if device is not None else device_of(net)
 
-    # normalised units: concepts / rms, target standardised (eq. 1 is mapped back exactly)
+def _normalise(concepts, target, n, ridge):
+    """Normalised units (concepts / rms, target standardised; eq. 1 is mapped back exactly) and the
+    least-squares fit in them: (scale, t_mean, t_std, cs, ys, w_ls, b_ls)."""
     y = target.detach().double().cpu()
     yc = concepts.detach().double().cpu()
     scale = yc.pow(2).mean(0).sqrt()
@@ -252,32 +279,32 @@ def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss,
     ys = ((y - t_mean) / t_std).float()
     cs = (yc / scale).float()
     w_ls, b_ls = lstsq_weights(cs, ys, ridge=ridge)
+    return scale, t_mean, t_std, cs, ys, w_ls, b_ls
 
+
+def _scaled_prior(prior, w_ls, scale, t_std, n, c) -> Optional[torch.Tensor]:
+    """The prior weights in normalised units, (1, C) or (N, C), or None (no prior term)."""
     if isinstance(prior, str) and prior == "none":
         prior = None
     if prior is None:
-        w_s = None
-    elif isinstance(prior, str):
+        return None
+    if isinstance(prior, str):
         if prior != "lstsq":
             raise ValueError(f"prior must be 'lstsq', None or a tensor (C,) / (N, C), got {prior!r}")
-        w_s = w_ls[None]
-    elif torch.is_tensor(prior):
+        return w_ls[None]
+    if torch.is_tensor(prior):
         p = prior.detach().double().cpu()
         if p.shape not in ((c,), (n, c)) or not bool(torch.isfinite(p).all()):
             raise ValueError(f"a prior tensor must be finite with shape ({c},) or ({n}, {c}), "
                              f"got {tuple(p.shape)}")
-        w_s = (p * scale / t_std).float().reshape(-1, c)
-    else:
-        raise ValueError(f"prior must be 'lstsq', None or a tensor, got {type(prior).__name__}")
+        return (p * scale / t_std).float().reshape(-1, c)
+    raise ValueError(f"prior must be 'lstsq', None or a tensor, got {type(prior).__name__}")
 
-    ex = Explainer(net, scale.float(), t_mean, t_std, names).to(dev)
-    with torch.no_grad():
-        ex.b.fill_(b_ls if init == "lstsq" else 0.0)
-        if init == "lstsq":
-            ex.alpha0.copy_(w_ls.to(dev))
-    ex.prior = None if w_s is None else (w_s * t_std / scale.float()).squeeze(0)
-    opt = torch.optim.Adam([{"params": list(ex.net.parameters()), "weight_decay": weight_decay},
-                            {"params": [ex.b], "weight_decay": 0.0}], lr=lr)
+
+def _train_explainer(ex, opt, images, cs, ys, w_s, gen, *, epochs, lr, batch_size, schedule, beta, eta, prior_loss,
+                     dev, progress):
+    """The distillation loop (eqs. 2-3) in normalised units; appends one record per epoch to ``ex.history``."""
+    n = images.shape[0]
     cs_d, ys_d = cs.to(dev), ys.to(dev)
     w_d = None if w_s is None else w_s.to(dev)
     show = progress and not quiet()
@@ -314,4 +341,3 @@ def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss,
             tot_d += float(loss_d.detach()) * len(idx)
             tot_p += float(loss_p.detach()) * len(idx)
         ex.history.append({"epoch": epoch + 1, "distill": tot_d / n, "prior": tot_p / n, "lambda": lam})
-    return ex.eval()
