@@ -6,6 +6,7 @@ Generators (all deterministic from ``seed``; no network):
 * :func:`concept_faces` -- cartoon faces with attributes and a planted target (paper 03).
 * :func:`digits3d`, :func:`shapes3d`, :func:`parts3d` -- point clouds (paper 06).
 * :func:`sentiment_corpus`, :func:`plain_sentences` -- text with planted key words (paper 04).
+* :func:`real_photos` -- a few real colour photos shipped by skimage/sklearn, coarse masks, labels.
 * :func:`load_real` -- a real dataset converted by ``data_scripts/`` (clear error if missing).
 """
 from .types import ImageSet, FaceSet, PointCloudSet, TextSet, subset, fingerprint  # noqa: F401
@@ -14,3 +15,4 @@ from .faces import concept_faces, edit_faces, render_faces, ConceptFaceSet  # no
 from .clouds import digits3d, shapes3d, parts3d  # noqa: F401
 from .text import sentiment_corpus, plain_sentences, templated_sentences, encode  # noqa: F401
 from .real import load_real  # noqa: F401
+from .photos import real_photos, PhotoSet  # noqa: F401

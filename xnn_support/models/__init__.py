@@ -19,6 +19,8 @@ name                   what                                                   in
 ``text_cnn``           1-D CNN text classifier (:class:`.text.TextCNN`)       ids (B, L) [+ mask]
 ``text_lstm``          LSTM text classifier (:class:`.text.TextLSTM`)         ids (B, L) [+ mask]
 ``text_transformer``   Transformer text classifier                            ids (B, L) [+ mask]
+``efficientnet_lite0`` timm tf_efficientnet_lite0, ImageNet weights from a    (B, 3, 224, 224)
+                       pip package, or ``weights=None`` (:mod:`.pretrained`)  see ``preprocess``
 =====================  ====================================================  =====================
 
 ``build`` records the name and config on the module (``model.xnn_config``), which the trainer's
@@ -37,6 +39,7 @@ from torch import nn
 
 from .cnn import AlexNetSmall, ResNetSmall, VGGSmall, TORCHVISION_MODELS, torchvision_model
 from .pointnet import PointNet
+from .pretrained import efficientnet_lite0
 from .text import TextCNN, TextLSTM, TextTransformer
 
 __all__ = ["build", "available", "register", "VGGSmall", "AlexNetSmall", "ResNetSmall", "PointNet",
@@ -50,6 +53,7 @@ _REGISTRY: Dict[str, Callable[..., nn.Module]] = {
     "text_cnn": TextCNN,
     "text_lstm": TextLSTM,
     "text_transformer": TextTransformer,
+    "efficientnet_lite0": efficientnet_lite0,
 }
 from . import pointnets as _pn
 from . import pointnets_seq as _pns  # noqa: E402  (paper 06 backbones)
