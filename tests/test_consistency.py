@@ -1,11 +1,17 @@
 """Knowledge consistency (paper 05): g_theta, its exact order decomposition, planted-truth fits,
-input checks, the checkpoint cache, and the splice used for feature refinement."""
+input checks, the checkpoint cache, the splice used for feature refinement, and the notebook's
+studies (xnn_support.papers.consistency.studies) on tiny sizes."""
+import math
+
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from xnn_support import data
 from xnn_support.papers.consistency import method as kc
 from xnn_support.papers.consistency import experiments as kx
+from xnn_support.papers.consistency import studies as ks
 from xnn_support.papers.consistency.method import ConsistencyNet, fit_consistency
 
 FAST = dict(epochs=8, progress=False, cache=False)
@@ -265,3 +271,85 @@ def test_diagnose_and_refine_run_on_tiny_nets():
     assert all(p.requires_grad for p in weak.parameters())  # B itself is untouched (copies are tuned)
     with pytest.raises(ValueError, match="same names"):
         kx.refine(weak, "3", x, y, {"own": ftr}, x, y, {"other": fte}, epochs=1, progress=False)
+
+
+# ----------------------------------------------------------------------------- the notebook's studies
+
+def test_toy_study_table_and_determinism(tmp_path, monkeypatch):
+    kw = dict(n=16, orders=2, epochs=1, seed=0, channels=4, kinds=("linear", "independent"), joint=("linear",))
+    df, res = ks.toy_study(**kw)
+    assert list(df.relation) == ["linear", "linear\n(joint)", "independent"]
+    assert list(df.columns) == ["relation", "fit", "share_0", "share_1", "share_residual", "x_B - x0 error"]
+    assert set(res) == {("linear", True), ("linear", False), ("independent", True)}
+    assert df.share_0[0] > 0.9 and df.share_residual[2] > 0.5  # least squares first finds the planted order 0
+    monkeypatch.setenv("XNN_CACHE", str(tmp_path / "other"))  # refit from scratch: same numbers
+    pd.testing.assert_frame_equal(df, ks.toy_study(**kw)[0])
+    x = kx.planted_pair("mix", n=8, channels=4, seed=0)[0]
+    assert ks.max_sum_error(res[("linear", True)].net, x) < 1e-5
+
+
+def test_seed_pairs():
+    assert ks.seed_pairs([0, 1]) == [(0, 1)]
+    assert ks.seed_pairs([3, 4, 5]) == [(3, 4), (4, 5), (5, 3)]
+
+
+def test_studies_on_tiny_nets(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    ds = data.creatures(48, 32, background="clutter", seed=0)
+    train, test = ds.split(0.3, seed=0)
+    seeds = [0, 1]
+    strong = ks.train_nets(train, test, seeds, plan=[4, "M", 4, "M", 4, 4], epochs=1, num_threads=1)
+    weak = ks.train_nets(train, test, seeds, plan=[4, "M", 4, "M", 4], epochs=1, num_threads=1)
+    assert set(strong) == set(seeds) and all(0 <= r.val_acc <= 1 for r in weak.values())
+    G = dict(orders=2, epochs=1, num_threads=1)
+    fit_x, eval_x = train.images[:16], test.images
+    perm = ks.permutation_study(strong[0].model, fit_x, eval_x, "features.11", seed=0, **G)
+    assert list(perm.normalisation) == ["official (per-sample std)", "off"]
+    assert list(perm.columns) == ["normalisation", "share_0", "share_1", "share_residual"]
+    pairs = ks.seed_pairs(seeds)
+    layers = {"conv3": "features.8", "conv4": "features.11"}
+    stab_df, stab = ks.stability_study(strong, pairs, fit_x, eval_x, layers, **G)
+    assert list(stab_df.columns) == ["pair", "layer", "share_0", "share_1", "share_residual", "share_g"]
+    assert list(stab_df.layer) == ["conv3", "conv4"] and set(stab) == {(0, 1, "conv3"), (0, 1, "conv4")}
+    fg = ks.pair_fg_ratios_mean(stab, pairs, "conv4", test.fg_mask)
+    assert list(fg.index) == ["x_B", "order 0", "order 1", "residual"]
+    diag_df, diag = ks.diagnosis_study(strong, weak, seeds, fit_x, eval_x, "features.11", "features.8",
+                                       test.fg_mask, **G)
+    assert list(diag_df.index) == seeds and "blind spot share" in diag_df and "fg ratio x_weak" in diag_df
+    variants = ks.refinement_variants(2)
+    assert variants == ["own feature (control)", "orders 0-1", "order 0"]
+    kw = dict(strong_tap="features.11", weak_tap="features.8", pair_layer="conv4", orders=2, epochs=1, num_threads=1)
+    ref = ks.refinement_study(strong, weak, seeds, pairs, diag, stab, train, test, **kw)
+    assert list(ref.columns) == ["experiment", "seed", "variant", "accuracy"]
+    assert len(ref) == (2 + 1) * 4  # strong -> weak for both seeds, one seed pair; 4 variants each
+    assert list(ref.variant[:4]) == ["as trained"] + variants and ref.accuracy.between(0, 1).all()
+    monkeypatch.setenv("XNN_CACHE", str(tmp_path / "other"))  # fine-tune from scratch: same accuracies
+    pd.testing.assert_frame_equal(ref, ks.refinement_study(strong, weak, seeds, pairs, diag, stab, train, test, **kw))
+    wide = ref.pivot_table(index=["experiment", "seed"], columns="variant", values="accuracy", sort=False)
+    gains = ks.refinement_gains(wide, variants)
+    assert list(gains.tag) == ["gain_all_orders", "gain_order0", "control_gain"] * 2
+    assert list(gains.n) == [2, 2, 2, 1, 1, 1] and math.isnan(gains.se.iloc[-1])
+
+
+def _wide(gains_over_control):
+    rows = []
+    for exp in ("strong -> weak", "seed pair"):
+        for s, d in enumerate(gains_over_control):
+            rows += [{"experiment": exp, "seed": s, "variant": v, "accuracy": a}
+                     for v, a in [("as trained", 0.5), ("own", 0.6), ("all", 0.6 + d), ("zero", 0.6 - d)]]
+    return pd.DataFrame(rows).pivot_table(index=["experiment", "seed"], columns="variant", values="accuracy",
+                                          sort=False)
+
+
+def test_refinement_verdicts_pass_and_fail():
+    v = ["own", "all", "zero"]
+    g = ks.refinement_gains(_wide([0.10, 0.11, 0.12]), v).set_index(["experiment", "tag"])
+    row = g.loc[("strong -> weak", "gain_all_orders")]
+    assert row.verdict == "improved" and row["mean"] == pytest.approx(0.11) and row.n == 3
+    assert row.se == pytest.approx(row.sd / math.sqrt(3)) and row.per_seed == pytest.approx([0.10, 0.11, 0.12])
+    assert g.loc[("seed pair", "gain_order0")].verdict == "lowered"
+    assert g.loc[("seed pair", "control_gain")]["mean"] == pytest.approx(0.1)
+    noisy = ks.refinement_gains(_wide([0.10, -0.09, 0.02]), v).set_index(["experiment", "tag"])
+    assert set(noisy.verdict[noisy.index.get_level_values("tag") != "control_gain"]) == {"did not clearly change"}
+    one = ks.refinement_gains(_wide([0.3]), v)
+    assert set(one.verdict) == {"did not clearly change"}  # one seed: no standard error, no verdict

@@ -1,12 +1,16 @@
 """Paper 04 adapters (xnn_support.papers.discarding.method): pixel and word information on planted truths,
-fg/bg analysis, layer helpers, decoders, and (slow) the MiniLM staircase."""
+fg/bg analysis, layer helpers, decoders, (slow) the MiniLM staircase, and the notebook's studies
+(xnn_support.papers.discarding.experiments) on tiny sizes."""
 import math
 import os
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
+from xnn_support import data
+from xnn_support.papers.discarding import experiments as DX
 from xnn_support.papers.discarding import method as D
 from xnn_support.core.capture import CaptureError
 from xnn_support.models import build
@@ -177,3 +181,87 @@ def test_minilm_staircase_matches_the_model_and_padding():
     both_r = D.minilm_information(st, inp, reference=inp, **kw)
     n = int(inp.mask[0].sum())
     assert torch.allclose(alone.sigma[:, 0, :n], both_r.sigma[:, 0, :n], rtol=1e-3)
+
+
+# ----------------------------------------------------------------------------- the notebook's studies
+
+def test_image_studies_on_tiny_nets(tmp_path, monkeypatch):
+    monkeypatch.setenv("XNN_CACHE", str(tmp_path))
+    monkeypatch.setenv("XNN_QUIET", "1")
+    ds = data.creatures(40, size=32, seed=0)
+    tr, va = ds.split(0.25, seed=0)
+    nets = DX.train_image_nets(tr, va, seeds=2, seed=3, epochs=1, others=("alexnet_small",))
+    assert list(nets) == [("vgg_small", 0), ("vgg_small", 1), ("alexnet_small", 0)]
+    assert len(nets[("vgg_small", 0)].epoch_checkpoints) == 2 and not nets[("vgg_small", 1)].epoch_checkpoints
+    x, fg = va.images[:2], va.fg_mask[:2]
+    layers = D.tap_layers(nets[("vgg_small", 0)].model, 32)[:2]
+    kw = dict(grid=4, steps=3, samples=1, seed=0)
+    keys = [("vgg_small", 0), ("vgg_small", 1)]
+    px = DX.pixel_study(nets, keys, x, layers=layers, **kw)
+    again = DX.pixel_study(nets, keys, x, layers=layers, **kw)
+    assert list(px) == keys and list(px[keys[1]]) == layers
+    for k in keys:  # a fixed seed gives the same maps
+        assert all(torch.equal(px[k][l].sigma, again[k][l].sigma) for l in layers)
+    own = DX.pixel_study(nets, [("alexnet_small", 0)], x, size=32, **kw)
+    assert list(own[("alexnet_small", 0)]) == D.tap_layers(nets[("alexnet_small", 0)].model, 32)
+    st = DX.seed_study(px, keys, fg)
+    assert len(st["tables"]) == 2 and list(st["summary"].index) == layers
+    assert {"entropy", "gap", "gap_sd_seeds", "entropy_sd_seeds"} <= set(st["summary"].columns)
+    assert st["gap_rises_fraction"] == st["gap_rises"] / 2 and 0 <= st["entropy_monotone_fraction"] <= 1
+    assert st["gap_first"] == [t["gap"].iloc[0] for t in st["tables"]]
+    px.update(own)
+    tabs = DX.network_tables(px, [("vgg_small", 0), ("alexnet_small", 0)], fg)
+    assert list(tabs) == ["vgg_small", "alexnet_small"] and tabs["vgg_small"].equals(st["tables"][0])
+    ep = DX.epoch_study(nets[("vgg_small", 0)], x, layers, fg, [0, 1, 5], **kw)
+    assert list(ep) == [0, 1] and list(ep[1].index) == layers
+    assert ep[1].equals(st["tables"][0])  # the last epoch is the trained net
+
+
+def test_text_study_table_and_summary(tmp_path, monkeypatch):
+    monkeypatch.setenv("XNN_CACHE", str(tmp_path))
+    monkeypatch.setenv("XNN_QUIET", "1")
+    ds = data.sentiment_corpus(60, seed=0)
+    tr, va = ds.split(0.2, seed=0)
+    keys = set(ds.key_words["positive"]) | set(ds.key_words["negative"])
+    ids, mask = va.ids[:3], va.mask[:3]
+    is_key = D.key_mask(va.tokens[:3], keys, ids.shape[1])
+    layers = ["layers.0", "classifier"]
+    kw = dict(models=("text_cnn", "text_transformer"), layers=layers, seeds=2, seed=1, epochs=1, num_layers=1,
+              n_reference=16, steps=3, samples=1)
+    table, words = DX.text_study(tr, va, ids, mask, is_key, **kw)
+    assert list(table.columns) == ["model", "seed", "k", "layer", "auc", "val_acc"] and len(table) == 2 * 2 * 2
+    assert list(table.seed.unique()) == [1, 2] and list(table.layer[:2]) == layers
+    assert set(words) == {(m, k) for m in kw["models"] for k in (0, 1)}
+    assert words[("text_cnn", 0)].sigma.shape[:2] == (2, 3)
+    again, _ = DX.text_study(tr, va, ids, mask, is_key, **kw)
+    pd.testing.assert_frame_equal(table, again)  # deterministic for a fixed seed
+    sm = DX.text_summary(table, layers)
+    assert list(sm["auc_mean"].index) == ["text_cnn", "text_transformer"] and list(sm["auc_mean"].columns) == layers
+    sub = table[(table.model == "text_cnn") & (table.layer == "classifier")]
+    assert sm["auc_mean"].loc["text_cnn", "classifier"] == pytest.approx(sub.auc.mean(), nan_ok=True)
+    assert sm["val_acc"]["text_cnn"] == pytest.approx(sub.val_acc.mean())
+    assert set(sm["selection_layer"]) <= set(layers) | {"none"}
+
+
+def _reading_inputs(good: bool):
+    s = 1 if good else -1
+    summary = pd.DataFrame({"gap": [0.05, 0.05 + s * 0.3], "entropy": [-3.0, -3.0 + s * 0.1]}, index=["a", "b"])
+    epochs = {0: pd.DataFrame({"gap": [0.0, 0.1]}), 10: pd.DataFrame({"gap": [0.0, 0.4 if good else 0.1]})}
+    ru = pd.DataFrame({"entropy": [-1.5, -1.5 + s]})
+    auc = pd.DataFrame({"layers.0": [0.6, 0.7, 0.9 if good else 0.5]},
+                       index=["text_cnn", "text_lstm", "text_transformer"])
+    mini = pd.Series({"layer1": 0.9, "sentence": 0.8 if good else 0.4})
+    return summary, epochs, ru, auc, mini
+
+
+def test_reading_verdicts_pass_and_fail():
+    ok = DX.reading(*_reading_inputs(True))
+    assert all(ok[k]["holds"] for k in ("gap", "entropy", "ru", "words", "minilm"))
+    assert not ok["learned"]["untrained"]  # 0.1 at init <= 0.5 x 0.4 after training: training made the gap
+    assert ok["gap"]["first"] == 0.05 and ok["gap"]["last"] == pytest.approx(0.35)
+    assert ok["words"]["transformer"] == 0.9 and ok["words"]["best_other"] == 0.7
+    assert (ok["learned"]["epoch_first"], ok["learned"]["epoch_last"]) == (0, 10)
+    bad = DX.reading(*_reading_inputs(False))
+    assert not any(bad[k]["holds"] for k in ("gap", "entropy", "ru", "words", "minilm"))
+    assert bad["learned"]["untrained"] and bad["minilm"]["min"] == 0.4
+    assert DX.verdict_text(True) == "**holds**" and DX.verdict_text(False) == "**does not hold**"

@@ -236,3 +236,10 @@ def test_seed_table_and_seed_summary():
     ms = seed_summary(t)
     assert ms.loc["a", "mean"] == 2.0 and ms.loc["a", "sd"] == pytest.approx(2 ** 0.5) and ms.loc["b", "sd"] == 0.0
     assert seed_summary(seed_table(runs[:1], 0)).loc["a", "sd"] == 0.0
+
+
+def test_instability_verdict_pass_and_fail():
+    ok = ge.instability_verdict({"instability/nodes": 0.04, "instability/filters": 0.07, "other": 1.0})
+    assert ok == {"nodes": 0.04, "filters": 0.07, "lower": True, "verdict": "lower"}
+    bad = ge.instability_verdict({"instability/nodes": 0.07, "instability/filters": 0.07})
+    assert not bad["lower"] and bad["verdict"] == "NOT lower"

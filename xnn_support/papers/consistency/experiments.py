@@ -19,6 +19,10 @@ Liang, Li, Li, Wang, Zhang, "Knowledge Consistency between Neural Networks and B
   independent, mix) for tests and the notebook's toy section; :func:`mean_sd` for seed summaries;
   :func:`part_fg_ratios` -- how much each part's energy lies on the object.
 
+The notebook's multi-seed protocols built on these (seeds x settings x splits, tidy tables) are in
+:mod:`.studies`, which imports this module (so they are not re-exported here: that would be an
+import cycle).
+
 Deviations: small VGG-like nets on the embedded ``creatures`` images instead of VGG-16/ResNets on
 CUB-200 / VOC; g is fitted on a few hundred training images and evaluated on held-out ones;
 refinement fine-tunes for a few epochs with Adam (official: 100 epochs, lr 1e-5 with log decay)

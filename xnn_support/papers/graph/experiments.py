@@ -277,5 +277,8 @@ def seed_table(runs, first_seed: int):
 def seed_summary(per_seed):
     """Columns ``mean`` and ``sd`` over the seeds of a :func:`seed_table` (sd 0 for one seed), each row
     through :func:`xnn_support.core.utils.mean_sd`."""
-    stats = [mean_sd(row) for row in per_seed.to_numpy(dtype=float)]
-    return pd.DataFrame({"mean": [s.mean for s in stats], "sd": [s.sd for s in stats]}, index=per_seed.index)
+    stats = [mean_sd(row, skip_nan=True) for row in per_seed.to_numpy(dtype=float)]
+    # NaN seeds are skipped; an sd needs two values (one seed: 0, or NaN for a NaN value)
+    one = per_seed.shape[1] == 1
+    sd = [s.mean * 0.0 if one else (s.sd if s.n >= 2 else float("nan")) for s in stats]
+    return pd.DataFrame({"mean": [s.mean for s in stats], "sd": sd}, index=per_seed.index)

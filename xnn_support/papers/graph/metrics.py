@@ -16,6 +16,7 @@
   centres that fall in the node's majority part mask (background counts as a miss).
 * :func:`disentangle` -- the two-identical-parts test: per filter, the best node for each wheel
   and whether two different nodes track the two wheels, against the filter's own argmax.
+* :func:`instability_verdict` -- the notebook's reading: nodes more stable than filter peaks or not.
 """
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ from torch import nn
 from ...core.capture import capture, resolve_layers
 
 __all__ = ["receptive_field", "extract", "filter_peaks", "instability", "fewshot_localise",
-           "normalised_distance", "purity", "node_parts", "disentangle", "node_patches", "part_label_map"]
+           "normalised_distance", "purity", "node_parts", "disentangle", "node_patches", "part_label_map",
+           "instability_verdict"]
 
 
 def receptive_field(model: nn.Module, layers: Sequence[str], in_size: int) -> Dict[str, tuple]:
@@ -250,3 +252,15 @@ def node_patches(images, pix, score, unit: int, *, k: int = 6, size: int = 16):
         c = min(max(c, 0), images.shape[-1] - 1)
         out.append(padded[i, :, r:r + size, c:c + size])
     return torch.stack(out), idx
+
+
+def instability_verdict(means) -> Dict[str, object]:
+    """The paper's stability claim on this run: are graph nodes more stable than raw filter peaks?
+
+    ``means``: mean over seeds per metric name (a dict or Series with ``instability/nodes`` and
+    ``instability/filters``). Returns ``nodes``, ``filters`` (the two instabilities), ``lower``
+    (True when the nodes' instability is below the filters') and ``verdict`` (``"lower"`` /
+    ``"NOT lower"``, the notebook's wording)."""
+    nodes, filters = means["instability/nodes"], means["instability/filters"]
+    lower = bool(nodes < filters)
+    return {"nodes": nodes, "filters": filters, "lower": lower, "verdict": "lower" if lower else "NOT lower"}
