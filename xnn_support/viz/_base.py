@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import functools
 
-__all__ = ["image_grid", "face_grid", "cloud_grid", "sentence_table", "feature_maps",
+__all__ = ["image_grid", "photo_grid", "face_grid", "cloud_grid", "sentence_table", "feature_maps",
            "training_curves", "compare_bars", "PART_COLORS"]
 
 PART_COLORS = list(matplotlib.colormaps["tab10"].colors)
@@ -79,6 +79,26 @@ def image_grid(ds, idx: Optional[Sequence[int]] = None, *, n: int = 12, cols: in
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.05 if landmarks else 0, 1, 1))
+    return fig
+
+
+@_detached
+def photo_grid(ps, *, predictions: Optional[Sequence[str]] = None, cols: int = 4, title: Optional[str] = None):
+    """Real photos (:func:`xnn_support.data.real_photos`) with their coarse foreground masks outlined
+    (dashed white) and, under each, its ImageNet label and an optional prediction line."""
+    n = len(ps.names)
+    fig, axes = _grid(n, cols, size=2.6)
+    for i, ax in enumerate(axes[:n]):
+        ax.imshow(_np_img(ps.images[i]))
+        ax.contour(ps.masks[i].numpy().astype(float), levels=[0.5], colors="w", linewidths=1.2, linestyles="--")
+        head = f"{ps.names[i]}: {ps.label_names[i] or 'no ImageNet class'}"
+        ax.set_title(head + (f"\n{predictions[i]}" if predictions is not None else ""), fontsize=7)
+        ax.axis("off")
+    for ax in axes[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
