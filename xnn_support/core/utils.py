@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import random
@@ -19,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 __all__ = ["seed_everything", "device_of", "progress", "quiet", "to_device", "torch_threads", "mean_sd",
-           "mean_sd_by_key", "MeanSD"]
+           "mean_sd_by_key", "MeanSD", "file_sha256"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -117,3 +118,12 @@ def mean_sd_by_key(runs: Sequence[Mapping[str, float]]) -> Dict[str, MeanSD]:
     if not runs:
         raise ValueError("mean_sd_by_key needs at least one run")
     return {k: mean_sd((r[k] for r in runs if r.get(k) is not None), skip_nan=True) for k in runs[0]}
+
+
+def file_sha256(path) -> str:
+    """sha256 (hex) of a file's bytes, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -31,11 +31,12 @@ always constructed with ``weights=None``.
 from __future__ import annotations
 
 import difflib
-import hashlib
 from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
+
+from ..core.utils import file_sha256
 
 from .cnn import AlexNetSmall, ResNetSmall, VGGSmall, TORCHVISION_MODELS, torchvision_model
 from .pointnet import PointNet
@@ -107,16 +108,8 @@ def build(name: str, seed: Optional[int] = None, **config) -> nn.Module:
             model = make()
     model.xnn_config = {"name": name, **{k: _jsonable(v) for k, v in config.items()}}
     if config.get("weights_path") is not None:  # identify user weights by content, not by path
-        model.xnn_config["weights_sha256"] = _file_sha256(config["weights_path"])
+        model.xnn_config["weights_sha256"] = file_sha256(config["weights_path"])
     return model
-
-
-def _file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _jsonable(v):

@@ -32,7 +32,6 @@ Measured on ``skimage.data`` (whole photo resized to 224 by :func:`preprocess`):
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from functools import lru_cache
@@ -42,6 +41,8 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..core.utils import file_sha256
 
 __all__ = ["efficientnet_lite0", "preprocess", "imagenet_classes", "weights_file",
            "load_imagenet_state_dict", "map_keys", "TIMM_ARCH", "WEIGHTS_SHA256", "PIP_PACKAGE",
@@ -85,14 +86,6 @@ def weights_file() -> Path:
     return path
 
 
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_imagenet_state_dict(path=None) -> Dict[str, torch.Tensor]:
     """The source state dict (reference key names), after checking the file's sha256.
 
@@ -102,7 +95,7 @@ def load_imagenet_state_dict(path=None) -> Dict[str, torch.Tensor]:
     path = weights_file() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if digest != WEIGHTS_SHA256:
         raise ValueError(f"weights file {str(path)!r} has sha256 {digest}, expected "
                          f"{WEIGHTS_SHA256}: it is corrupt or not the EfficientNet-Lite0 release "
