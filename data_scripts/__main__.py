@@ -11,7 +11,7 @@ import sys
 
 from . import CONVERTERS, convert_dataset
 from .common import downloads_dir, raw_dir
-from .fetch import ChecksumError, DownloadError, UnsafeArchiveError, fetch, verify
+from .fetch import ArchiveError, ChecksumError, DownloadError, UnsafeArchiveError, fetch, fetched, verify
 from .registry import REGISTRY
 
 
@@ -22,7 +22,8 @@ def _list(root) -> int:
     for name, ds in REGISTRY.items():
         have = [r.filename for r in ds.resources if (downloads_dir(name, root) / r.filename).is_file()]
         state = ("converted" if available_conversions(name, root) else
-                 "fetched" if raw_dir(name, root).is_dir() else
+                 "fetched" if fetched(name, root) else
+                 "raw, unverified" if raw_dir(name, root).is_dir() and any(raw_dir(name, root).iterdir()) else
                  f"downloaded {len(have)}/{len(ds.resources)}" if have else "missing")
         size = " + ".join(r.size_note for r in ds.resources if r.size_note)
         print(f"{name:15s} {state:14s} {size:20s} {ds.title}")
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
         print(f"wrote {path} (+ .pt). Load with: "
               f"xnn_support.data.real.load_real({args.name!r}, split=..., ...)")
         return 0
-    except (FileNotFoundError, ValueError, DownloadError, ChecksumError,
+    except (FileNotFoundError, ValueError, DownloadError, ChecksumError, ArchiveError,
             UnsafeArchiveError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

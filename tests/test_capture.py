@@ -134,13 +134,39 @@ def test_functional_inplace_is_detected_and_clone_true_fixes_it():
 
 
 def test_truncated_forward_stops_after_deepest_requested_layer():
+    """Truncated forwards never run later layers; only the one probe forward before the first of them
+    does (to see a layer called twice), with the RNG and the buffers restored afterwards."""
     net, x = small_net(), torch.rand(2, 3, 8, 8)
     calls = []
     h = net[7].register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad(), capture(net, ["0", "3"], stop=True) as cap:
         assert cap.forward(x) is None
-    assert not calls and cap["3"].shape == (2, 8, 8, 8)
+        assert len(calls) == 1                     # the probe
+        assert cap.forward(x) is None and cap.forward(x) is None
+    assert len(calls) == 1 and cap["3"].shape == (2, 8, 8, 8)
     h.remove()
+    with torch.no_grad(), capture(net, ["3"]) as plain:
+        net(x)
+    assert torch.equal(plain["3"], cap["3"])
+
+
+def test_truncated_forward_reports_a_layer_called_twice():
+    class Reuse(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.relu(self.bn(self.conv(self.relu(x))))
+
+    net, x = Reuse().train(), torch.rand(2, 3, 8, 8)
+    with pytest.raises(CaptureError, match="'relu'.*called 2 times.*repeats="):
+        with capture(net, ["relu"], stop=True) as cap:
+            cap.forward(x)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.warns(RuntimeWarning, match="called 2 times"), capture(net, ["relu"], stop=True, repeats="warn") as cap:
+        cap.forward(x)                              # the probe restored the buffers: one BN update only
+    assert int(net.bn.num_batches_tracked) == int(state["bn.num_batches_tracked"]) + 1
 
 
 def test_run_in_batches_equals_one_pass_and_keeps_grad_when_asked():

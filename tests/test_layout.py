@@ -185,20 +185,20 @@ def test_xnn_new_scaffolds_a_paper_that_fits_the_layout(tmp_path):
     shutil.copytree(PKG, root / "xnn_support", ignore=shutil.ignore_patterns("__pycache__"))
     (root / "notebooks").mkdir()
     (root / "tests").mkdir()
-    assert cli.main(["new", "07", "decision_trees", "--root", str(root), "--paper", "Zhang et al., CVPR 2019"]) == 0
-    pkg = root / "xnn_support" / "papers" / "decision_trees"
+    assert cli.main(["new", "98", "probe_paper", "--root", str(root), "--paper", "Zhang et al., CVPR 2019"]) == 0
+    pkg = root / "xnn_support" / "papers" / "probe_paper"
     for role in ("__init__.py", "method.py", "metrics.py", "experiments.py", "bench.py"):
         assert (pkg / role).is_file(), role
-    assert (root / "xnn_support" / "viz" / "decision_trees.py").is_file()
-    assert (root / "tests" / "test_decision_trees.py").is_file()
-    nb = _json.loads((root / "notebooks" / "07_decision_trees.ipynb").read_text())
+    assert (root / "xnn_support" / "viz" / "probe_paper.py").is_file()
+    assert (root / "tests" / "test_probe_paper.py").is_file()
+    nb = _json.loads((root / "notebooks" / "98_probe_paper.ipynb").read_text())
     assert nb["cells"][0]["cell_type"] == "markdown" and "parameters" in nb["cells"][1]["metadata"]["tags"]
     info = _catalog(root / "notebooks")[0]
     assert set(info.parameters) == {"profile", "seed"} and info.claims == []
-    r = subprocess.run([sys.executable, "-c", "import xnn_support.papers.decision_trees, xnn_support.viz; "
+    r = subprocess.run([sys.executable, "-c", "import xnn_support.papers.probe_paper, xnn_support.viz; "
                         "from xnn_support.bench import plugins; "
-                        "assert 'xnn_support.papers.decision_trees.bench' in plugins()"],
+                        "assert 'xnn_support.papers.probe_paper.bench' in plugins()"],
                        cwd=root, capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": "/usr/bin"})
     assert r.returncode == 0, r.stderr[-1500:]
-    assert cli.main(["new", "07", "other", "--root", str(root)]) == 2           # number taken
+    assert cli.main(["new", "98", "other", "--root", str(root)]) == 2           # number taken
     assert cli.main(["new", "08", "Bad-Name", "--root", str(root)]) == 2        # not snake_case

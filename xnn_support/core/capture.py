@@ -15,7 +15,12 @@ Traps handled:
 * a module called twice in one forward (weight sharing, a reused ReLU) is reported: by default an
   error, or ``repeats="warn"`` (keep the last call) / ``repeats="all"`` (keep every call, a list);
 * ``stop=True`` truncates the forward once every requested layer has fired (``Capture.run``),
-  so later layers are never computed;
+  so later layers are never computed. A truncated forward cannot see a second call of a layer, so
+  the first ``forward`` of a ``Capture`` with ``stop=True`` is preceded by one whole probe forward
+  (no grad; the random number generators and the model's buffers are restored afterwards, so the
+  truncated forwards compute exactly what they computed without it) that counts the calls: a repeat is
+  reported as above (``"error"``: :class:`CaptureError`; ``"warn"``/``"all"``: the forwards are then
+  not truncated, so what is kept is what plain capture keeps);
 * ``Capture.run(x, batch_size=...)`` runs the model in chunks on the model's device and
   concatenates the captured features on the CPU (or keeps them on the device, ``to_cpu=False``).
 """
@@ -29,6 +34,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from . import validate as V
 from .utils import device_of
 from .utils import progress as bar
 
@@ -99,15 +105,13 @@ class Capture:
 
     def __init__(self, model: nn.Module, layers, *, inputs: bool = False, detach: bool = True,
                  clone="auto", repeats: str = "error", stop: bool = False):
-        if repeats not in ("error", "warn", "all"):
-            raise ValueError(f"repeats must be 'error', 'warn' or 'all', got {repeats!r}")
+        V.choice("repeats", repeats, ("error", "warn", "all"))
         self.model = model
         self.modules = resolve_layers(model, layers)
         self.names = list(self.modules)
         self.want_inputs, self.detach, self.clone = inputs, detach, clone
         self.repeats, self.stop = repeats, stop
-        if clone not in (True, False, "auto"):
-            raise ValueError(f"clone must be True, False or 'auto', got {clone!r}")
+        V.choice("clone", clone, (True, False, "auto"))
         self.outputs: Dict[str, object] = {}
         self._versions: Dict[int, tuple] = {}   # id(tensor) -> (tensor, version) for lazy clones
         self.inputs: Dict[str, object] = {}
@@ -115,6 +119,9 @@ class Capture:
         self._depth = 0
         self._handles: List[torch.utils.hooks.RemovableHandle] = []
         self._truncating = False
+        self._probing = False   # stop=True: the probe forward only counts calls (see _probe)
+        self._probed = False
+        self._no_stop = False   # a requested layer repeats and repeats != "error": never truncate
 
     # -- hook plumbing -----------------------------------------------------------------------
     def _prep(self, t):
@@ -132,16 +139,22 @@ class Capture:
             return {k: self._prep(v) for k, v in t.items()}
         return t
 
+    @staticmethod
+    def _repeat_msg(name: str, module: nn.Module, n: int) -> str:
+        return (f"layer {name!r} ({type(module).__name__}) was called {n} times in one forward "
+                "(a reused module); capture a distinct submodule, or pass repeats='all' to keep "
+                "every call or repeats='warn' to keep the last")
+
     def _make_hook(self, name: str):
         def hook(module, args, output):
             n = self._calls.get(name, 0) + 1
             self._calls[name] = n
+            if self._probing:
+                return None
             out = self._prep(output)
             inp = self._prep(args[0]) if (self.want_inputs and args) else None
             if n > 1:
-                msg = (f"layer {name!r} ({type(module).__name__}) was called {n} times in one forward "
-                       "(a reused module); capture a distinct submodule, or pass repeats='all' to keep "
-                       "every call or repeats='warn' to keep the last")
+                msg = self._repeat_msg(name, module, n)
                 if self.repeats == "error":
                     raise CaptureError(msg)
                 if self.repeats == "warn":
@@ -240,11 +253,40 @@ class Capture:
     def __contains__(self, name) -> bool:
         return name in self.outputs
 
+    def _probe(self, args, kwargs) -> None:
+        """``stop=True``, first forward: one whole forward without grad that only counts the calls of
+        the requested layers; the RNG states and every buffer are restored afterwards. A repeated layer
+        raises (``repeats="error"``) or switches truncation off (``"warn"``, ``"all"``)."""
+        buffers = [b for b in self.model.buffers()]
+        saved = [b.detach().clone() for b in buffers]
+        cuda = sorted({t.device.index or 0 for t in list(self.model.parameters()) + buffers if t.is_cuda})
+        self._calls, self._depth, self._truncating, self._probing = {}, 0, False, True
+        try:
+            with torch.random.fork_rng(devices=cuda), torch.no_grad():
+                self.model(*args, **kwargs)
+        finally:
+            self._probing = False
+            with torch.no_grad():
+                for b, v in zip(buffers, saved):
+                    b.copy_(v)
+        self._probed = True
+        repeated = {k: n for k, n in self._calls.items() if n > 1}
+        self._calls = {}
+        if repeated:
+            k, n = next(iter(repeated.items()))
+            if self.repeats == "error":
+                raise CaptureError(self._repeat_msg(k, self.modules[k], n) + " (seen by the whole probe forward "
+                                   "of capture(stop=True))")
+            self._no_stop = True
+
     def forward(self, *args, **kwargs):
         """Run the model once; with ``stop=True`` stop after the last requested layer has fired
-        (returns None then, else the model's output)."""
+        (returns None then, else the model's output). With ``stop=True`` the first call is preceded
+        by a whole probe forward that reports a layer called more than once (see the module docstring)."""
+        if self.stop and not self._probed:
+            self._probe(args, kwargs)
         self._calls, self._depth = {}, 0
-        self._truncating = self.stop
+        self._truncating = self.stop and not self._no_stop
         try:
             return self.model(*args, **kwargs)
         except _StopForward:
@@ -260,10 +302,8 @@ class Capture:
             raise ValueError("Capture.run concatenates chunks; use repeats='error' or 'warn'")
         n = x.shape[0]
         if n == 0:
-            raise ValueError("empty batch: x has 0 samples")
-        bs = n if not batch_size else int(batch_size)
-        if bs <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise ValueError("empty batch: x has 0 samples; pass at least one input")
+        bs = n if batch_size is None else V.positive_int("batch_size", batch_size, optional=True)
         dev = device_of(self.model)
         chunks: Dict[str, List[torch.Tensor]] = {k: [] for k in self.names}
         starts = range(0, n, bs)

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from . import cache as _cache
+from . import validate as V
 from .augment import make_augment
 from .predict import (Inputs, _as_tuple, _check_xy, _forward, _is_class, _val_metrics,  # noqa: F401
                       default_inputs, evaluate, predict)
@@ -171,8 +172,9 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
     while training (restored afterwards); 1 is much faster than 2 on a CPU shared with other jobs.
     Not part of the cache key (recorded in ``meta``): thread count changes only the last bits.
     """
-    _check_fit_args(epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule,
-                    seed=seed, num_threads=num_threads, cache=cache, train_set=train_set)
+    epochs, batch_size, seed, num_threads = _check_fit_args(
+        epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, seed=seed,
+        num_threads=num_threads, cache=cache, train_set=train_set)
     classify = loss_fn is None
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     x, y, vx, vy = _fit_data(train_set, val_set, inputs, classify)
@@ -182,6 +184,7 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
 
     # --- the model and its identity
     model, model_id, dev = _model_identity(model_or_name, model_config, train_set, y, classify, seed, device)
+    V.model_input(model, _as_tuple(x)[0], "train_set inputs")
     model.to(dev)
     parts = {"model": model_id,
              "data": {"train": _cache.data_fingerprint(train_set), "val": _cache.data_fingerprint(val_set)},
@@ -221,22 +224,19 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
 
 
 def _check_fit_args(*, epochs, lr, batch_size, weight_decay, schedule, seed, num_threads, cache, train_set):
-    """The argument checks of :func:`fit` (ValueError before anything is built)."""
-    for nm, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"{nm} must be an integer >= {lo}, got {v!r}")
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-    if not isinstance(weight_decay, (int, float)) or not math.isfinite(weight_decay) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-    if schedule not in (None, "cosine"):
-        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
-    if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
-    if cache not in (True, False, "refresh"):
-        raise ValueError(f"cache must be True, False or 'refresh', got {cache!r}")
+    """The argument checks of :func:`fit` (ValueError before anything is built); returns the integer
+    arguments as plain ints (epochs, batch_size, seed, num_threads)."""
+    epochs = V.positive_int("epochs", epochs)
+    batch_size = V.positive_int("batch_size", batch_size)
+    seed = V.non_negative_int("seed", seed)
+    V.positive("lr", lr, fix="pass a learning rate > 0, e.g. lr=1e-3")
+    V.non_negative("weight_decay", weight_decay)
+    V.choice("schedule", schedule, (None, "cosine"))
+    num_threads = V.positive_int("num_threads", num_threads, optional=True)
+    V.choice("cache", cache, (True, False, "refresh"))
     if train_set is None:
-        raise ValueError("train_set is required")
+        raise ValueError("train_set is required; pass a dataset (e.g. creatures(...).split(...)[0])")
+    return epochs, batch_size, seed, num_threads
 
 
 def _fit_data(train_set, val_set, inputs, classify):
@@ -264,6 +264,7 @@ def _model_identity(model_or_name, model_config, train_set, y, classify, seed, d
         if model_config:
             raise ValueError("model_config is only used with a model name, not with an nn.Module")
         model = model_or_name
+        V.model_device(model, "model_or_name")  # weights on the meta device: a clear error, not torch's
         model_id = {"class": _cache.stable_name(type(model)),
                     "config": getattr(model, "xnn_config", None),
                     "init": _cache.state_checksum(model.state_dict())[:32]}
@@ -369,8 +370,11 @@ def _load_entry(model: nn.Module, path: Path, key: str, checkpoints: bool, dev) 
     payload = _cache.load_file(path, key)
     ckpts: List[Path] = []
     if payload.get("epoch_dir"):  # returned whenever the entry has them
-        d = path.parent / payload["epoch_dir"]
-        ckpts = [d / f for f in payload.get("epoch_files", [])]
+        d = _cache.confined(path.parent, payload["epoch_dir"], "epoch_dir")
+        files = payload.get("epoch_files", [])
+        if not isinstance(files, list):
+            raise _cache.CacheError(f"{path}: epoch_files is not a list (tampered metadata?)")
+        ckpts = [_cache.confined(d, f, "epoch file") for f in files]
         missing = [p.name for p in ckpts if not p.is_file() or p.stat().st_size == 0]
         if checkpoints and (missing or not ckpts):
             raise _cache.CacheError(f"epoch checkpoints missing in {d}: {missing[:3]}")

@@ -56,8 +56,11 @@ class NotebookInfo:
 
 
 def _read_info(path: Path) -> NotebookInfo:
-
-    nb = nbformat.read(str(path), as_version=4)
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception as e:  # nbformat raises several types for damaged files
+        raise ParameterError(f"{path} does not parse as a notebook ({type(e).__name__}); fix it or move it out of "
+                             "the notebooks folder") from None
     meta = nb.metadata.get("xnn", {})
     title = meta.get("title") or next(
         (c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells
@@ -74,6 +77,9 @@ def _read_info(path: Path) -> NotebookInfo:
 def catalog(notebooks_dir=None) -> List[NotebookInfo]:
     """Every ``NN_name.ipynb`` in the notebooks folder, in order."""
     d = Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
+    if not d.is_dir():
+        raise FileNotFoundError(f"notebooks folder {d} {'is a file' if d.exists() else 'does not exist'}; pass "
+                                "--notebooks DIR (a folder of NN_name.ipynb notebooks) or set XNN_NOTEBOOKS")
     paths = sorted(p for p in d.glob("[0-9][0-9]_*.ipynb") if not p.name.startswith("."))
     return [_read_info(p) for p in paths]
 
@@ -112,7 +118,8 @@ def _coerce(name: str, spec: Dict[str, Any], value):
         if kind == "str":
             return value
     except ValueError:
-        raise ParameterError(f"parameter {name!r} expects {kind}, got {value!r}") from None
+        raise ParameterError(f"parameter {name!r} expects {kind}, got {value!r}; pass a value of that type, e.g. "
+                             f"-p {name} {spec.get('default')} (see `xnn list`)") from None
     try:  # untyped: accept JSON literals (numbers, lists, true/false), else keep the string
         return json.loads(value)
     except ValueError:

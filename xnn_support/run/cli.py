@@ -6,7 +6,9 @@
     xnn bench [--only NAME,...] [--json FILE]
 
 Exit status: 0 on success; 1 if a notebook failed (its name, cell and error are printed);
-2 for a usage error (unknown notebook or parameter, bad value).
+2 for a usage error (unknown notebook or parameter, bad value, a missing notebooks folder, ``--out``
+naming a file, another run writing into the same ``--out``); 128 + N when stopped by signal N
+(SIGINT: 130, SIGTERM: 143), with the interrupted notebook left under its partial names.
 """
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ from .report import write_report
 from .scaffold import ScaffoldError, scaffold
 from .runner import reproduce
 from ..bench import run_benchmarks, format_table
-from .runner import ParameterError
+from .runner import ParameterError, RunInterrupted, RunLocked, out_lock
+from .guard import out_folder
 
 __all__ = ["main"]
 
@@ -36,6 +39,9 @@ def _params(pairs) -> dict:
 def _cmd_list(args) -> int:
 
     cat = catalog(args.notebooks)
+    if not cat and not args.json:
+        print(f"xnn list: no notebooks (NN_name.ipynb) in {args.notebooks or 'the default notebooks folder'}",
+              file=sys.stderr)
     if args.json:
         print(json.dumps([{"id": i.id, "name": i.name, "title": i.title, "paper": i.paper, "arxiv": i.arxiv,
                            "runtime": i.runtime, "metrics": i.metrics, "parameters": i.parameters}
@@ -73,18 +79,21 @@ def _cmd_run(args) -> int:
     if args.seed is not None:
         raw["seed"] = str(args.seed)
     params = coerce_params(info, raw)
-    out = args.out or f"runs/{params.get('profile', 'default')}"
+    out = out_folder(args.out or f"runs/{params.get('profile', 'default')}")
     print(f"{info.name}: running with {params or 'default parameters'} -> {out}")
-    r = run_notebook(info, params, out, progress_bar=args.verbose)
+    with out_lock(out):
+        try:
+            r = run_notebook(info, params, out, progress_bar=args.verbose)
+        finally:
+            write_report(out, profile=params.get("profile"), notebooks_dir=args.notebooks)
     print(f"{info.name}: {r.status} in {r.duration:.1f} s; executed notebook {r.output}")
-    write_report(out, profile=params.get("profile"), notebooks_dir=args.notebooks)
     return _report_failures([r])
 
 
 def _cmd_reproduce(args) -> int:
 
-    only = [s for s in args.only.split(",") if s.strip()] if args.only else None
-    out = args.out or f"runs/{args.profile}"
+    only = args.only.split(",") if args.only is not None else None  # ",,," is refused by reproduce
+    out = out_folder(args.out or f"runs/{args.profile}")
     results = reproduce(profile=args.profile, only=only, out_dir=out, resume=args.resume,
                         notebooks_dir=args.notebooks, params=_params(args.param), seed=args.seed,
                         progress_bar=args.verbose,
@@ -177,10 +186,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # `xnn list | head`: the reader went away; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ParameterError, KeyError, FileNotFoundError) as e:
+    except (ParameterError, KeyError, FileNotFoundError, NotADirectoryError, RunLocked) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"xnn {args.cmd}: error: {msg}", file=sys.stderr)
         return 2
+    except RunInterrupted as e:
+        print(f"xnn {args.cmd}: {e}; finished notebooks are kept, the interrupted one is left under its partial "
+              "names (rerun with --resume)", file=sys.stderr)
+        return 128 + e.signum
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,13 +3,15 @@
 One summary row per notebook (status, duration, key metrics with the paper's number beside ours,
 the executed notebook's path), then one table per notebook with every recorded metric. The report
 is built from the files in ``OUT`` (not from memory), so a resumed or partial run reports every
-notebook that has a marker there.
+notebook that has a marker there. Damaged files never stop the report: a marker that does not parse
+or is not an object (``[1, 2]``) and a truncated ledger give the status ``damaged`` with one line
+saying which file and why (:mod:`.integrity`); only a notebook with an ``ok`` marker counts as
+completed, and only its ledger feeds the claims table (a ledger without one is incomplete).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 import platform
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -17,9 +19,10 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from ..core.version import __version__
-from ..core.ledger import atomic_write_text, read_ledger
+from ..core.ledger import atomic_write_text
 from .catalog import catalog
 from .claims import ClaimResult, score_claims
+from .integrity import file_digest, marker_problem, read_marker, read_metrics
 
 __all__ = ["write_report", "collect"]
 
@@ -41,25 +44,61 @@ def _metric_text(m: Dict[str, Any]) -> str:
     return s
 
 
-def collect(out_dir, notebooks_dir=None) -> List[Dict[str, Any]]:
-    """One dict per notebook with a marker in ``out_dir``: marker, metrics, notebook info."""
-    out_dir = Path(out_dir)
+def _infos(notebooks_dir) -> List[Any]:
     try:
-        infos = {i.name: i for i in catalog(notebooks_dir)}
-    except FileNotFoundError:
-        infos = {}
+        return catalog(notebooks_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _clean_marker(m: Dict[str, Any], fname: str):
+    """(marker with fields of the right types, problem or None): a wrong-typed field is dropped."""
+    kinds = {"name": str, "status": str, "duration": (int, float), "output": str, "error": dict, "digests": dict}
+    wrong = [k for k, t in kinds.items()
+             if m.get(k) is not None and (not isinstance(m[k], t) or isinstance(m[k], bool))]
+    if not wrong:
+        return m, None
+    return ({k: v for k, v in m.items() if k not in wrong},
+            f"{fname} has field(s) of the wrong type: {', '.join(wrong)} (edited or damaged?)")
+
+
+def _digest_problem(out_dir: Path, m: Dict[str, Any]) -> Optional[str]:
+    """For an ok marker: the notebook or ledger whose sha256 is not the one the run recorded."""
+    d = m.get("digests")
+    if m.get("status") != "ok" or not isinstance(d, dict):
+        return None
+    if "digest" in m and marker_problem(m, str(m.get("name"))):
+        return marker_problem(m, str(m.get("name")))
+    for key, fname in (("output", m.get("output")), ("ledger", m.get("ledger"))):
+        if isinstance(fname, str) and "/" not in fname and key in d and d[key] != file_digest(out_dir / fname):
+            return f"{fname} differs from the file the run wrote (sha256 mismatch: damaged or edited)"
+    return None
+
+
+def collect(out_dir, notebooks_dir=None) -> List[Dict[str, Any]]:
+    """One dict per notebook with a marker in ``out_dir``: marker, metrics, notebook info, and
+    ``problem`` (None, or the line saying which file is damaged and how)."""
+    out_dir = Path(out_dir)
+    infos = {i.name: i for i in _infos(notebooks_dir)}
     rows = []
     for marker in sorted(out_dir.glob("*.run.json")):
-        try:
-            m = json.loads(marker.read_text())
-        except ValueError:
-            continue
-        name = m.get("name", marker.name[: -len(".run.json")])
-        metrics = read_ledger(out_dir / f"{name}.metrics.json")["metrics"]
+        stem = marker.name[: -len(".run.json")]
+        m = read_marker(out_dir, stem)
+        problem = None
+        if m is None:
+            problem = f"{marker.name} is damaged (not a JSON object; truncated or overwritten?)"
+            m = {"name": stem, "status": "damaged"}
+        m, bad = _clean_marker(m, marker.name)
+        name = m.get("name") if isinstance(m.get("name"), str) else stem
+        metrics, bad_ledger = read_metrics(out_dir / f"{name}.metrics.json")
+        bad = bad or bad_ledger or _digest_problem(out_dir, m)
+        if bad:
+            problem = problem or bad
+            m = dict(m, status="damaged")
         info = infos.get(name)
         keys = info.key_metrics if info else []
         key_metrics = [x for x in metrics if x["name"] in keys] or metrics[:3]
-        rows.append({"name": name, "marker": m, "metrics": metrics, "key_metrics": key_metrics,
+        rows.append({"name": name, "marker": m, "metrics": metrics, "key_metrics": key_metrics, "problem": problem,
                      "title": info.title if info else name, "paper": info.paper if info else ""})
     return rows
 
@@ -78,13 +117,11 @@ def claim_results(out_dir, notebooks_dir=None) -> List[ClaimResult]:
     """Every claim of every notebook in the catalog, decided from the ledgers in ``out_dir`` (a notebook
     that has not run gives "not run" for each of its claims)."""
     out_dir = Path(out_dir)
-    try:
-        infos = catalog(notebooks_dir)
-    except FileNotFoundError:
-        return []
     out: List[ClaimResult] = []
-    for info in infos:
-        metrics = read_ledger(out_dir / f"{info.name}.metrics.json")["metrics"] if info.claims else []
+    for info in _infos(notebooks_dir):
+        m = read_marker(out_dir, info.name) if info.claims else None
+        ok = bool(m) and m.get("status") == "ok"   # a ledger without an ok marker is incomplete
+        metrics = read_metrics(out_dir / f"{info.name}.metrics.json")[0] if ok else []
         out += score_claims(info.name, info.claims, metrics)
     return out
 
@@ -136,6 +173,8 @@ def write_report(out_dir, *, profile: Optional[str] = None, notebooks_dir=None) 
         md += ["", f"## {r['name']}: {r['title']}", ""]
         if r["paper"]:
             md += [f"*{r['paper']}*", ""]
+        if r["problem"]:
+            md += [f"**Damaged**: {r['problem']}; rerun it (`xnn reproduce --resume` runs it again)", ""]
         err = r["marker"].get("error")
         if err:
             md += [f"**Failed** at cell {err.get('cell')}: `{err.get('ename')}: {err.get('evalue')}`", ""]
@@ -202,6 +241,8 @@ def _html(title: str, rows: List[Dict[str, Any]], n_ok: int, claims: Optional[Li
         out.append(f"<h2 id='{e(r['name'])}'>{e(r['name'])}: {e(r['title'])}</h2>")
         if r["paper"]:
             out.append(f"<p class='paper'>{e(r['paper'])}</p>")
+        if r["problem"]:
+            out.append(f"<p class='failed'><b>Damaged</b>: {e(r['problem'])}; rerun it</p>")
         if r["metrics"]:
             out.append("<table><tr><th>metric</th><th>ours</th><th>paper</th><th>note</th></tr>")
             for x in r["metrics"]:

@@ -9,11 +9,17 @@ What papermill does not do and this module adds:
   ended the kernel silently (papermill exits 0 then), a dead kernel, or a declared metric that was
   never recorded all make the run *failed*, with notebook, cell and error named.
 * **Crash-safe outputs and resume**: the executed notebook is written to ``.NN_name.partial.ipynb``
-  and renamed when the run ends; a marker ``NN_name.run.json`` is written atomically *last*, holding
-  the hash of the inputs (notebook file, parameters, package version and source). ``--resume``
-  skips a notebook only when its marker says ``ok``, the hash matches and the output exists, so a
-  run killed by SIGKILL at any point resumes without redoing finished notebooks and never leaves
-  a file that looks complete.
+  and the ledger to ``.NN_name.partial.metrics.json``, both renamed when the run ends; a marker
+  ``NN_name.run.json`` is written atomically *last*, holding the hash of the inputs (notebook file,
+  parameters, package version and source) and the sha256 of the notebook and ledger it vouches for.
+  ``--resume`` skips a notebook only when :func:`~.integrity.output_problem` finds nothing wrong
+  (ok marker, same inputs, the notebook parses and every code cell ran, the ledger parses and holds
+  the declared metrics, both files match their digests) and runs it again otherwise, saying why. A
+  run killed by SIGKILL at any point resumes without redoing finished notebooks and never leaves a
+  file that looks complete; SIGTERM and SIGINT stop the kernel and leave the partial names (no
+  marker), see :mod:`.guard`.
+* **One run per output folder**: ``OUT/.xnn.lock`` (:func:`~.guard.out_lock`) refuses a second
+  concurrent run into the same folder.
 
 Notebook metadata (``metadata.xnn`` in each ``.ipynb``) carries title, paper, arXiv id, expected run
 time per profile, the metrics the notebook always records (``metrics``) and the few shown in the
@@ -32,9 +38,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..core.version import __version__
-from ..core.ledger import atomic_write_text, read_ledger
+from ..core.ledger import atomic_write_text
 from .catalog import (PROFILES, NotebookInfo, ParameterError, catalog, coerce_params,  # noqa: F401
                       default_notebooks_dir, find_notebook)
+from .guard import (Interrupts, RunInterrupted, RunLocked, TrackedKernelManager, interrupts, out_folder,  # noqa: F401
+                    out_lock, run_interruptible)
+from .integrity import (file_digest, incomplete_cells, marker_digest, output_problem, paths, read_marker,  # noqa: F401
+                        read_metrics)
 from .report import write_report
 import nbformat
 import sys
@@ -42,7 +52,8 @@ import papermill as pm
 from papermill.exceptions import PapermillExecutionError
 
 __all__ = ["NotebookInfo", "RunResult", "catalog", "find_notebook", "coerce_params", "run_notebook",
-           "reproduce", "ParameterError", "default_notebooks_dir", "inputs_hash", "PROFILES"]
+           "reproduce", "ParameterError", "default_notebooks_dir", "inputs_hash", "PROFILES", "RunLocked",
+           "RunInterrupted", "out_lock", "check_run_params"]
 
 KERNEL = "python3"
 
@@ -83,40 +94,9 @@ class RunResult:
         return f"{self.name}: {where}{src}: {e.get('ename', 'Error')}: {e.get('evalue', '')}".rstrip()
 
 
-def _paths(out_dir: Path, name: str):
-    return (out_dir / f"{name}.ipynb", out_dir / f".{name}.partial.ipynb",
-            out_dir / f"{name}.metrics.json", out_dir / f"{name}.run.json")
-
-
-def read_marker(out_dir, name: str) -> Optional[Dict[str, Any]]:
-    p = Path(out_dir) / f"{name}.run.json"
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_complete(info: NotebookInfo, params: Dict[str, Any], out_dir) -> bool:
-    out, _, _, _ = _paths(Path(out_dir), info.name)
-    m = read_marker(out_dir, info.name)
-    return bool(m and m.get("status") == "ok" and m.get("inputs") == inputs_hash(info, params)
-                and out.exists())
-
-
-def _incomplete_cells(nb_path: Path) -> List[Dict[str, Any]]:
-    """Code cells that did not complete (skip-execution cells excepted)."""
-
-    nb = nbformat.read(str(nb_path), as_version=4)
-    bad, idx = [], 0
-    for c in nb.cells:
-        if "papermill-error-cell-tag" in c.metadata.get("tags", []):
-            continue
-        if c.cell_type == "code" and "skip-execution" not in c.metadata.get("tags", []):
-            st = c.metadata.get("papermill", {}).get("status")
-            if st != "completed":
-                bad.append({"cell": idx, "status": st, "source": c.source.splitlines()[0] if c.source else ""})
-        idx += 1
-    return bad
+    """Whether ``--resume`` may skip ``info`` (see :func:`~.integrity.output_problem`)."""
+    return output_problem(info, inputs_hash(info, params), out_dir) is None
 
 
 @contextlib.contextmanager
@@ -150,34 +130,70 @@ def _source_index(path: Path, source: str, fallback):
         return fallback
 
 
-def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel: str = KERNEL,
-                 progress_bar: bool = False, timeout: Optional[int] = None) -> RunResult:
-    """Execute one notebook into ``out_dir``; never raises for a notebook failure (see status)."""
+def _execute(info: NotebookInfo, params, partial: Path, out_dir: Path, *, kernel, progress_bar, timeout,
+             state: Interrupts) -> Optional[Dict[str, Any]]:
+    """Run papermill into ``partial`` (in a worker thread, see :func:`~.guard.run_interruptible`); the
+    error dict of a failed run, None for a run that ended; :class:`RunInterrupted` on a signal."""
+    def work():
+        with _stderr_to(out_dir / f".{info.name}.kernel.log", enabled=not progress_bar):
+            pm.execute_notebook(str(info.path), str(partial), parameters=params, kernel_name=kernel,
+                                progress_bar=progress_bar, cwd=str(out_dir), execution_timeout=timeout,
+                                kernel_manager_class=TrackedKernelManager)
+    try:
+        run_interruptible(work, state)
+    except PapermillExecutionError as e:
+        return {"cell": _source_index(info.path, e.source, e.cell_index), "exec_count": e.exec_count,
+                "ename": e.ename, "evalue": str(e.evalue)[:2000], "source": (e.source or "").splitlines()[:3]}
+    except Exception as e:  # dead kernel, timeout, bad notebook
+        return {"cell": None, "ename": type(e).__name__, "evalue": str(e)[:2000]}
+    return None
 
-    out_dir = Path(out_dir)
+
+def _check_output(info: NotebookInfo, out: Path, ledger: Path) -> Optional[Dict[str, Any]]:
+    """The error dict of a run papermill finished: no notebook, a cell that did not run, a ledger that
+    does not parse, a declared metric never recorded; None when the run is complete."""
+    if not out.exists():
+        return {"cell": None, "ename": "MissingOutput", "evalue": "papermill wrote no notebook"}
+    bad = incomplete_cells(out)
+    if bad:
+        b = bad[0]
+        return {"cell": b["cell"], "ename": "IncompleteRun",
+                "evalue": f"{len(bad)} code cell(s) did not run (first: cell {b['cell']}, status "
+                          f"{b['status']}, `{b['source']}`); sys.exit() or a dead kernel?"}
+    metrics, problem = read_metrics(ledger)
+    if problem:
+        return {"cell": None, "ename": "LedgerUnreadable", "evalue": problem}
+    missing = [m for m in info.metrics if m not in {r["name"] for r in metrics}]
+    if missing:
+        return {"cell": None, "ename": "MissingMetrics",
+                "evalue": f"declared metrics not recorded: {', '.join(missing)}"}
+    return None
+
+
+def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel: str = KERNEL,
+                 progress_bar: bool = False, timeout: Optional[int] = None,
+                 state: Optional[Interrupts] = None) -> RunResult:
+    """Execute one notebook into ``out_dir``; never raises for a notebook failure (see status). A
+    SIGTERM/SIGINT raises :class:`RunInterrupted` and leaves only partial names (no marker). The caller
+    holds the folder's lock (:func:`~.guard.out_lock`), as ``xnn run`` and :func:`reproduce` do."""
+    out_dir = out_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = coerce_params(info, params)
-    out, partial, ledger, marker = _paths(out_dir, info.name)
-    for p in (marker, ledger, out, partial):  # the marker goes first: from here on, not complete
+    out, partial, ledger, marker, part_ledger = paths(out_dir, info.name)
+    for p in (marker, ledger, out, partial, part_ledger):  # the marker goes first: from here on, not complete
         p.unlink(missing_ok=True)
     key = inputs_hash(info, params)
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
-    error: Optional[Dict[str, Any]] = None
     old_env = {k: os.environ.get(k) for k in ("XNN_LEDGER", "MPLBACKEND", "XNN_QUIET")}
-    os.environ["XNN_LEDGER"] = str(ledger.resolve())
+    os.environ["XNN_LEDGER"] = str(part_ledger.resolve())
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ["XNN_QUIET"] = "1"  # progress bars cannot render in a stored notebook
     try:
-        with _stderr_to(out_dir / f".{info.name}.kernel.log", enabled=not progress_bar):
-            pm.execute_notebook(str(info.path), str(partial), parameters=params, kernel_name=kernel,
-                                progress_bar=progress_bar, cwd=str(out_dir), execution_timeout=timeout)
-    except PapermillExecutionError as e:
-        error = {"cell": _source_index(info.path, e.source, e.cell_index), "exec_count": e.exec_count,
-                 "ename": e.ename,
-                 "evalue": str(e.evalue)[:2000], "source": (e.source or "").splitlines()[:3]}
-    except Exception as e:  # dead kernel, timeout, bad notebook
-        error = {"cell": None, "ename": type(e).__name__, "evalue": str(e)[:2000]}
+        with contextlib.ExitStack() as stack:
+            st = state if state is not None else stack.enter_context(interrupts())
+            error = _execute(info, params, partial, out_dir, kernel=kernel, progress_bar=progress_bar,
+                             timeout=timeout, state=st)
     finally:
         for k, v in old_env.items():
             if v is None:
@@ -187,65 +203,91 @@ def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel:
     duration = time.perf_counter() - t0
     if partial.exists():
         os.replace(partial, out)
+    if part_ledger.exists():
+        os.replace(part_ledger, ledger)
     if error is None:
-        if not out.exists():
-            error = {"cell": None, "ename": "MissingOutput", "evalue": "papermill wrote no notebook"}
-        else:
-            bad = _incomplete_cells(out)
-            if bad:
-                b = bad[0]
-                error = {"cell": b["cell"], "ename": "IncompleteRun",
-                         "evalue": f"{len(bad)} code cell(s) did not run (first: cell {b['cell']}, status "
-                                   f"{b['status']}, `{b['source']}`); sys.exit() or a dead kernel?"}
-    if error is None and info.metrics:
-        have = {r["name"] for r in read_ledger(ledger)["metrics"]}
-        missing = [m for m in info.metrics if m not in have]
-        if missing:
-            error = {"cell": None, "ename": "MissingMetrics",
-                     "evalue": f"declared metrics not recorded: {', '.join(missing)}"}
+        error = _check_output(info, out, ledger)
     status = "ok" if error is None else "failed"
-    atomic_write_text(marker, json.dumps({
+    m = json.loads(json.dumps({
         "name": info.name, "status": status, "inputs": key, "params": params, "duration": duration,
         "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "xnn_version": __version__,
-        "output": out.name, "ledger": ledger.name, "error": error}, indent=1, default=str))
+        "output": out.name, "ledger": ledger.name, "error": error,
+        "digests": {"output": file_digest(out), "ledger": file_digest(ledger)}}, default=str))  # as read back
+    m["digest"] = marker_digest(m)
+    atomic_write_text(marker, json.dumps(m, indent=1))
     return RunResult(info.name, status, duration, str(out) if out.exists() else None,
                      str(ledger) if ledger.exists() else None, error, params)
+
+
+def _select(cat: List[NotebookInfo], only: Optional[Sequence[str]]) -> List[NotebookInfo]:
+    """The notebooks named by ``only`` (ids or names, in catalog order); all for None."""
+    if only is None:
+        return cat
+    wanted = {f"{int(k):02d}" if str(k).strip().isdigit() else str(k).strip() for k in only} - {""}
+    if not wanted:
+        raise ParameterError(f"--only names no notebook ({list(only)!r}); pass ids or names such as 01,04, or "
+                             f"leave it out for all: {[i.name for i in cat]}")
+    unknown = wanted - {i.id for i in cat} - {i.name for i in cat}
+    if unknown:
+        raise KeyError(f"no notebook(s) {sorted(unknown)}; available: {[i.name for i in cat]}")
+    return [i for i in cat if i.id in wanted or i.name in wanted]
+
+
+def check_run_params(cat: List[NotebookInfo], params: Optional[Dict[str, Any]], seed: Optional[int]) -> None:
+    """Refuse a ``-p`` name that none of the notebooks of the run declares (a typo such as ``seeed``) and a
+    negative ``--seed``, as ``xnn run`` does for one notebook."""
+    declared = sorted({n for i in cat for n in i.parameters})
+    unknown = [k for k in (params or {}) if k not in declared]
+    if unknown:
+        raise ParameterError(f"no notebook of this run has parameter(s) {', '.join(map(repr, unknown))}; "
+                             f"declared: {', '.join(declared)} (see `xnn list`)")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ParameterError(f"--seed must be an integer >= 0, got {seed!r}; pass e.g. --seed 0")
 
 
 def reproduce(*, profile: str = "default", only: Optional[Sequence[str]] = None, out_dir="runs",
               resume: bool = False, notebooks_dir=None, params: Optional[Dict[str, Any]] = None,
               seed: Optional[int] = None, log=print, progress_bar: bool = False) -> List[RunResult]:
-    """Run every (or the ``only``) notebook in order with ``profile``; write the report."""
+    """Run every (or the ``only``) notebook in order with ``profile``; write the report. Holds the
+    folder's lock; a SIGTERM/SIGINT writes the report of what finished and raises :class:`RunInterrupted`."""
     if profile not in PROFILES:
         raise ParameterError(f"profile must be one of {PROFILES}, got {profile!r}")
-    cat = catalog(notebooks_dir)
-    if only:
-        wanted = {f"{int(k):02d}" if k.strip().isdigit() else k.strip() for k in only}
-        unknown = wanted - {i.id for i in cat} - {i.name for i in cat}
-        if unknown:
-            raise KeyError(f"no notebook(s) {sorted(unknown)}; available: {[i.name for i in cat]}")
-        cat = [i for i in cat if i.id in wanted or i.name in wanted]
-    out_dir = Path(out_dir)
+    cat = _select(catalog(notebooks_dir), only)
+    check_run_params(cat, params, seed)
+    out_dir = out_folder(out_dir)
     results: List[RunResult] = []
-    for k, info in enumerate(cat, 1):
-        p = {"profile": profile} if "profile" in info.parameters else {}
-        if seed is not None and "seed" in info.parameters:
-            p["seed"] = seed
-        for name, v in (params or {}).items():
-            if name in info.parameters:
-                p[name] = v
-        p = coerce_params(info, p)
-        head = f"[{k}/{len(cat)}] {info.name}"
-        if resume and is_complete(info, p, out_dir):
-            m = read_marker(out_dir, info.name)
-            log(f"{head}: done earlier ({m.get('duration', 0):.1f} s), skipped (--resume)")
-            out, _, ledger, _ = _paths(out_dir, info.name)
-            results.append(RunResult(info.name, "skipped", m.get("duration", 0.0), str(out),
-                                     str(ledger) if ledger.exists() else None, None, p))
-            continue
-        log(f"{head}: running (profile {profile}, expected {info.runtime.get(profile, '?')}) ...")
-        r = run_notebook(info, p, out_dir, progress_bar=progress_bar)
-        log(f"{head}: {r.status} in {r.duration:.1f} s" + ("" if r.status == "ok" else f"  -- {r.describe_error()}"))
-        results.append(r)
-    write_report(out_dir, profile=profile, notebooks_dir=notebooks_dir)
+    with out_lock(out_dir), interrupts() as state:
+        try:
+            for k, info in enumerate(cat, 1):
+                state.check()
+                results.append(_one(info, k, len(cat), profile, params, seed, out_dir, resume, log, progress_bar,
+                                    state))
+        finally:
+            write_report(out_dir, profile=profile, notebooks_dir=notebooks_dir)
     return results
+
+
+def _one(info, k, n, profile, params, seed, out_dir, resume, log, progress_bar, state) -> RunResult:
+    """One notebook of :func:`reproduce`: skipped when ``resume`` finds its outputs sound, else run."""
+    p = {"profile": profile} if "profile" in info.parameters else {}
+    if seed is not None and "seed" in info.parameters:
+        p["seed"] = seed
+    for name, v in (params or {}).items():
+        if name in info.parameters:
+            p[name] = v
+    p = coerce_params(info, p)
+    head = f"[{k}/{n}] {info.name}"
+    if resume:
+        problem = output_problem(info, inputs_hash(info, p), out_dir)
+        if problem is None:
+            m = read_marker(out_dir, info.name) or {}
+            log(f"{head}: done earlier ({m.get('duration', 0):.1f} s), skipped (--resume)")
+            out, _, ledger, _, _ = paths(out_dir, info.name)
+            return RunResult(info.name, "skipped", m.get("duration", 0.0), str(out),
+                             str(ledger) if ledger.exists() else None, None, p)
+        if read_marker(out_dir, info.name) is not None or (out_dir / f"{info.name}.ipynb").exists():
+            log(f"{head}: earlier output not reusable ({problem}); running it again")
+    log(f"{head}: running (profile {profile}, expected {info.runtime.get(profile, '?')}) ...")
+    r = run_notebook(info, p, out_dir, progress_bar=progress_bar, state=state)
+    log(f"{head}: {r.status} in {r.duration:.1f} s" + ("" if r.status == "ok" else f"  -- {r.describe_error()}"))
+    return r

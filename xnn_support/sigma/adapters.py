@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.capture import capture, resolve_layers
-from ..core.utils import device_of
+from ..core.capture import Capture, CaptureError, resolve_layers
+from ..core.validate import model_device
 
 __all__ = ["GridUnits", "AxisUnits", "ModuleFeatures", "StagedFeatures", "CallableFeatures"]
 
@@ -43,15 +43,17 @@ class GridUnits:
 
     def __init__(self, grid: int = 16):
         if isinstance(grid, bool) or not isinstance(grid, int) or grid < 1:
-            raise ValueError(f"grid must be a positive integer, got {grid!r}")
+            raise ValueError(f"grid must be a positive integer, got {grid!r}; pass e.g. grid=16 (cells per side)")
         self.grid = grid
         self.map_shape = (grid, grid)
 
     def check(self, x: torch.Tensor) -> int:
         if x.dim() != 4:
-            raise ValueError(f"GridUnits expects images (B, C, H, W), got shape {tuple(x.shape)}")
+            raise ValueError(f"GridUnits expects images (B, C, H, W), got shape {tuple(x.shape)}; pass x as a "
+                             "batch of images")
         if min(x.shape[-2:]) < self.grid:
-            raise ValueError(f"grid {self.grid} is finer than the image {tuple(x.shape[-2:])}")
+            raise ValueError(f"grid {self.grid} is finer than the image {tuple(x.shape[-2:])}; pass a grid <= the "
+                             "image side")
         return self.grid * self.grid
 
     def mask(self, x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -134,14 +136,22 @@ class ModuleFeatures:
         self.model, self.activation = model, activation
         self.names = list(resolve_layers(model, layers))  # clear error for unknown layers
         self._wrap = _Wrap(model, call)
-        self.device = device_of(model)
+        self.device = model_device(model)
+        # one Capture per layer, kept: its first forward probes (once) for a layer called twice per forward
+        self._caps = [Capture(self._wrap, ["m." + n if n else "m"], detach=False, stop=True) for n in self.names]
 
     def __call__(self, xs: List[torch.Tensor], index: torch.Tensor) -> List[torch.Tensor]:
         out = []
-        for name, x in zip(self.names, xs):
-            with capture(self._wrap, ["m." + name if name else "m"], detach=False, stop=True) as cap:
+        for name, x, cap in zip(self.names, xs, self._caps):
+            cap.attach()
+            try:
                 cap.forward(x, index)
-                f = cap["m." + name if name else "m"]
+                f = cap[cap.names[0]]
+            except CaptureError as e:  # name the layer as the caller did, not as inside the wrapper
+                raise CaptureError(str(e).replace("'m.", "'", 1)) from None
+            finally:
+                cap.remove()
+                cap.outputs, cap._versions = {}, {}   # no reference to this step's graph is kept
             if not torch.is_tensor(f):
                 raise ValueError(f"layer {name!r} returns {type(f).__name__}, not a tensor; capture a submodule "
                                  "that returns one")

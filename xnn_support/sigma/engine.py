@@ -69,6 +69,7 @@ from torch import nn
 from .adapters import AxisUnits, CallableFeatures, GridUnits, ModuleFeatures, StagedFeatures  # noqa: F401
 from .presets import HALF_LOG_2PIE, PRESETS, READOUTS, SigmaConfig, config  # noqa: F401
 from .result import SigmaResult, _cat_results, _check_input, _chunk_result, _Noise, _normaliser, _Track  # noqa: F401
+from ..core import validate as V
 from ..core.utils import progress as _progress
 
 __all__ = ["SigmaConfig", "config", "PRESETS", "optimize_sigma", "SigmaResult", "GridUnits", "AxisUnits",
@@ -106,13 +107,12 @@ def optimize_sigma(x: torch.Tensor, units, features, *, config: Union[str, Sigma
     cfg = config if isinstance(config, SigmaConfig) and not overrides else _config_fn(config, **overrides)
     cfg.validate()
     x = _check_input(x)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = V.non_negative_int("seed", seed)
     n_units = units.check(x)
     B = x.shape[0]
-    bs = B if batch_size is None else int(batch_size)
-    if bs < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+    bs = B if batch_size is None else V.positive_int("batch_size", batch_size, optional=True)
+    if isinstance(getattr(features, "model", None), nn.Module):
+        V.model_input(features.model, x, "x")   # float64 data into a float32 net, a meta-device net
     dev = getattr(features, "device", torch.device("cpu"))
     x = x.to(dev)
     mask = units.mask(x)

@@ -51,7 +51,8 @@ class SigmaConfig:
 
     def validate(self) -> "SigmaConfig":
         def bad(msg):
-            raise ValueError(f"SigmaConfig: {msg}")
+            raise ValueError(f"SigmaConfig: {msg}; pass a valid value for that field (an override such as "
+                             "steps=200, or SigmaConfig.replace)")
         if self.parameterization not in ("sigmoid", "log", "clamp"):
             bad(f"parameterization must be sigmoid, log or clamp, got {self.parameterization!r}")
         for nm in ("steps", "samples"):

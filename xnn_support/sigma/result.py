@@ -94,14 +94,16 @@ def _normaliser(spec, l: int, names: List[str]):
 
 def _check_input(x) -> torch.Tensor:
     if not torch.is_tensor(x):
-        raise ValueError(f"x must be a torch tensor, got {type(x).__name__}")
+        raise ValueError(f"x must be a torch tensor, got {type(x).__name__}; pass the inputs as a float tensor "
+                         "(B, ...)")
     if not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}")
+        raise ValueError(f"x must be a floating-point tensor, got {x.dtype}; pass x.float()")
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"empty batch: x has shape {tuple(x.shape)}; pass at least one input")
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).reshape(x.shape[0], -1).any(1).sum())
-        raise ValueError(f"x contains NaN or inf ({bad} of {x.shape[0]} inputs affected)")
+        raise ValueError(f"x contains NaN or inf ({bad} of {x.shape[0]} inputs affected); replace or drop them first "
+                         "(torch.nan_to_num, or index the finite inputs)")
     return x
 
 

@@ -69,6 +69,7 @@ import torch.nn.functional as F
 
 from .net import (EPS, ConsistencyNet, _as_maps, _check_orders, check_pair,  # noqa: F401
                               fit_order0, normalize)
+from ...core import validate as V
 from ...core.utils import device_of
 import inspect
 from ...core.train import fit
@@ -232,14 +233,18 @@ def fit_consistency(feat_a: torch.Tensor, feat_b: torch.Tensor, *, orders: int =
 
     orders = _check_orders(orders)
     a, b = check_pair(feat_a, feat_b, what="fit_consistency")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    V.non_negative_int("epochs", epochs, fix="pass epochs >= 0 (0 keeps the initial nonlinear weights)")
+    V.non_negative_int("seed", seed)
+    V.positive_int("kernel", kernel, optional=True)
+    V.positive("lr", lr)
+    V.non_negative("weight_decay", weight_decay)
+    V.positive_int("batch_size", batch_size)
+    V.non_negative("ridge", ridge)
     K = orders - 1
     alphas = [float(alpha)] * K if isinstance(alpha, (int, float)) else [float(v) for v in alpha]
     if len(alphas) != K or any(not math.isfinite(v) or v < 0 for v in alphas):
-        raise ValueError(f"alpha must be a number >= 0 or {K} such numbers (one per gate), got {alpha!r}")
+        raise ValueError(f"alpha must be a number >= 0 or {K} such numbers (one per gate), got {alpha!r}; pass "
+                         "e.g. alpha=0.1")
     if kernel is None:
         kernel = 1 if a.shape[-1] * a.shape[-2] == 1 else 3
     var_b = _centred_power(b)

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from ... import sigma as _sigma
+from ...core import validate as V
 from ...core.capture import capture, resolve_layers
 from ...sigma import GridUnits, ModuleFeatures, SigmaResult, optimize_sigma
 from ...core.utils import device_of
@@ -141,9 +142,9 @@ def _split_layers(res: SigmaResult, shape) -> Dict[str, PixelInfo]:
 
 
 def _check_images(images) -> torch.Tensor:
-    if not torch.is_tensor(images) or images.dim() != 4:
-        raise ValueError(f"images must be a (B, C, H, W) tensor, got "
-                         f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
+    images = V.finite_tensor("images", images, dims=(4,), nonempty=False, what="(B, C, H, W) images")
+    if images.shape[0] == 0:
+        raise V.fail("images", "a non-empty batch", V.Shown(f"shape {tuple(images.shape)}"), "pass at least one image")
     return images
 
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from ... import sigma as _sigma
 from ...sigma import AxisUnits, CallableFeatures, ModuleFeatures, SigmaResult, StagedFeatures, optimize_sigma
+from ...core import validate as V
 from ...core.utils import device_of
 import math
 from ...data import templated_sentences
@@ -73,6 +74,22 @@ def _token_masks(mask: Optional[torch.Tensor]):
     return fm
 
 
+def _check_regularization(r, dtype=None) -> torch.Tensor:
+    """r_j as a tensor: finite and >= 0 (a std; 0 for a dead feature is clamped to 1e-6 as the code)."""
+    try:
+        t = torch.as_tensor(r, dtype=dtype)
+    except (TypeError, ValueError, RuntimeError):
+        raise V.fail("regularization", "a number or tensor of feature stds", V.Shown(type(r).__name__),
+                     "pass the std of each output element (feature_std) or None") from None
+    if not t.is_floating_point():
+        t = t.float() if dtype is None else t.to(dtype)
+    if t.numel() == 0 or not bool(torch.isfinite(t).all()) or bool((t < 0).any()):
+        raise V.fail("regularization", "finite feature stds >= 0",
+                     V.Shown(f"min {float(t.min()):.3g}" if t.numel() else "an empty tensor"),
+                     "pass the std of each output element (feature_std) or None (mean phi(x)^2)")
+    return t
+
+
 def word_information(phi: Callable, x: torch.Tensor, *, rate: float = 0.1, scale: float = 0.5, steps: int = 5000,
                      lr: float = 0.01, regularization=None, seed: int = 0, mask: Optional[torch.Tensor] = None,
                      samples: int = 1, readout: str = "tail", batch_size: Optional[int] = None,
@@ -97,8 +114,7 @@ def word_information(phi: Callable, x: torch.Tensor, *, rate: float = 0.1, scale
     if regularization is None:
         sf = "power"
     else:
-        r = torch.as_tensor(regularization, dtype=xb.dtype)
-        sf = r.clamp_min(1e-6).pow(2)
+        sf = _check_regularization(regularization, xb.dtype).clamp_min(1e-6).pow(2)
     cfg = _sigma.config("icml19", lam=rate, scale=scale, steps=steps, lr=lr, samples=samples, readout=readout,
                         sigma_f=sf, **overrides)
     dev = xb.device
@@ -181,7 +197,7 @@ def text_information(model: nn.Module, ids: torch.Tensor, mask: Optional[torch.T
     elif regularization is None:
         sf = "power"
     else:
-        sf = [torch.as_tensor(r).clamp_min(1e-6).pow(2) for r in regularization]
+        sf = [_check_regularization(r).clamp_min(1e-6).pow(2) for r in regularization]
     scale = 10 * _embedding_std(model) if scale is None else float(scale)
     cfg = _sigma.config("icml19", lam=rate, scale=scale, steps=steps, lr=lr, samples=samples, readout=readout,
                         sigma_f=sf, **overrides)

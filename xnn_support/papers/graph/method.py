@@ -44,7 +44,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from ...core import validate as V
 from .loop import cell_grid as _grid, e_step_loop  # noqa: F401  (e_step_loop: re-exported loop reference)
+from .parents import select_parents
 
 __all__ = ["GraphLayer", "ExplanatoryGraph", "mine", "e_step", "e_step_loop", "select_parents",
            "normalise_maps"]
@@ -179,9 +181,14 @@ class ExplanatoryGraph:
     def infer(self, feature_maps: Mapping[str, torch.Tensor], *, batch_size: int = 64) -> Inference:
         """Node positions (row, col, 0-based cells) and scores on new images, top layer first."""
         names = list(self.layers)
+        V.positive_int("batch_size", batch_size)
         missing = [n for n in names if n not in feature_maps]
         if missing:
-            raise ValueError(f"feature_maps lacks graph layers {missing}; has {list(feature_maps)}")
+            raise ValueError(f"feature_maps lacks graph layers {missing}; has {list(feature_maps)}; pass the "
+                             "maps of every mined layer")
+        for n in names:
+            V.finite_tensor(f"feature_maps[{n!r}]", feature_maps[n], dims=(4,), floating=False,
+                            what="(N, C, H, W) maps")
         N = feature_maps[names[-1]].shape[0]
         res = Inference()
         for s in range(0, N, batch_size):
@@ -216,67 +223,21 @@ class ExplanatoryGraph:
         return L.offset + L.stride * pos
 
 
-# ----------------------------------------------------------------------------- mining
-def select_parents(pix, score, pix_up, score_up, K: int, top_m: int = 300, batch_size: int = 64, *,
-                   candidates: str = "active", bounds=None):
-    """Parents of each child node (spec 2.2(a)): ``pix`` (N, M, 2) child positions in pixels,
-    ``score`` (N, M); ``pix_up``, ``score_up`` the same for the layer above. Score of a candidate V'
-    for V: sum_I s_V^I exp(-||d_V^I - d_V'^I||^2 / (2 m_V)), d = position minus its mean over images,
-    m_V = mean squared distance over candidates and images. ``candidates="code"`` (the official
-    code, B3): drop the half of the nodes above with the smallest positional variance and those whose
-    mean position lies within 10% of the border (``bounds`` = ((row lo, row hi), (col lo, col hi)) in
-    pixels), then keep the ``top_m`` with the largest total score, unweighted means. ``"active"``
-    (default): the ``top_m`` most active nodes, score-weighted means and s_V s_V' weights. Both let a
-    few always-on background nodes parent most nodes ("hubs"; "code" spreads the edges over ~4x more
-    parents) and "active" localises better on our data (notebook 01's reproduction notes).
-    Returns (M, K) indices into the layer above."""
-    if candidates not in ("code", "active"):
-        raise ValueError(f"candidates must be 'code' or 'active', got {candidates!r}")
-    w = score / score.amax(0, keepdim=True).clamp_min(1e-12)
-    wu = score_up / score_up.amax(0, keepdim=True).clamp_min(1e-12)
-    total = score_up.sum(0)
-    if candidates == "code":
-        var = pix_up.var(0).sum(-1)
-        ok = var >= var.median()
-        if bounds is not None:
-            mp = pix_up.mean(0)
-            for ax, (lo, hi) in enumerate(bounds):
-                mg = 0.1 * (hi - lo)
-                ok &= (mp[:, ax] >= lo + mg) & (mp[:, ax] <= hi - mg)
-        if int(ok.sum()) >= K:
-            total = torch.where(ok, total, torch.full_like(total, -float("inf")))
-        cand = torch.topk(total, min(top_m, int(torch.isfinite(total).sum()))).indices
-        d = pix - pix.mean(0)
-        du = (pix_up - pix_up.mean(0))[:, cand]
-        wm, wu = torch.ones_like(w), torch.ones_like(wu[:, cand])
-    else:
-        cand = torch.topk(total, min(top_m, score_up.shape[1])).indices
-        d = pix - (w.unsqueeze(-1) * pix).sum(0) / w.sum(0).clamp_min(1e-12).unsqueeze(-1)
-        du = (pix_up - (wu.unsqueeze(-1) * pix_up).sum(0) / wu.sum(0).clamp_min(1e-12).unsqueeze(-1))[:, cand]
-        wm, wu = w, wu[:, cand]
-    N = d.shape[0]
-    m = torch.zeros(d.shape[1], device=d.device)
-    for s in range(0, N, batch_size):  # pass 1: m_V
-        D = torch.cdist(d[s:s + batch_size], du[s:s + batch_size]).pow(2)   # (b, M, Mc)
-        m += (wm[s:s + batch_size].unsqueeze(-1) * D).sum((0, 2))
-    m = (m / (wm.sum(0) * du.shape[1]).clamp_min(1e-12)).clamp_min(1e-6)
-    sc = torch.zeros(d.shape[1], du.shape[1], device=d.device)
-    for s in range(0, N, batch_size):  # pass 2: the exp-sum
-        D = torch.cdist(d[s:s + batch_size], du[s:s + batch_size]).pow(2)
-        sc += (w[s:s + batch_size].unsqueeze(-1) * wu[s:s + batch_size].unsqueeze(1)
-               * torch.exp(-D / (2 * m.view(1, -1, 1)))).sum(0)
-    return cand[torch.topk(sc, min(K, sc.shape[1]), dim=1).indices]
-
-
+# ----------------------------------------------------------------------------- mining (parents: .parents)
 def _check_maps(feature_maps, geometry):
+    """{layer: (stride, offset)} after checking the maps (non-empty ordered dict of finite (N, C, H, W)
+    tensors of the same N >= 1) and their geometry (stride > 0, offset finite)."""
     if not isinstance(feature_maps, Mapping) or not feature_maps:
-        raise ValueError("feature_maps must be a non-empty ordered dict layer -> (N, C, H, W), top layer last")
+        raise V.fail("feature_maps", "a non-empty ordered dict layer -> (N, C, H, W)",
+                     V.Shown(type(feature_maps).__name__),
+                     "pass {layer: maps}, bottom layer first, top layer last (e.g. graph metrics' conv_maps)")
     N = None
     for k, v in feature_maps.items():
-        if not torch.is_tensor(v) or v.dim() != 4:
-            raise ValueError(f"feature map {k!r} must be a (N, C, H, W) tensor")
+        V.finite_tensor(f"feature_maps[{k!r}]", v, dims=(4,), floating=False, what="(N, C, H, W) maps",
+                        fix="pass ReLU'd conv feature maps of the mining images (drop or fix NaN/inf images first)")
         if N is not None and v.shape[0] != N:
-            raise ValueError(f"all layers need the same images; {k!r} has {v.shape[0]} vs {N}")
+            raise V.fail("feature_maps", "maps of the same images in every layer",
+                         V.Shown(f"{k!r} has {v.shape[0]} images vs {N}"), "pass every layer's maps of the same images")
         N = v.shape[0]
     geo = {}
     for k, v in feature_maps.items():
@@ -285,8 +246,34 @@ def _check_maps(feature_maps, geometry):
             raise ValueError(f"no geometry for layer {k!r}: pass geometry={{layer: (stride, offset)}} "
                              "(see graph_eval.receptive_field) or a tensor attribute .geometry")
         g = (float(g), (float(g) - 1) / 2) if isinstance(g, (int, float)) else (float(g[0]), float(g[1]))
+        V.positive(f"geometry[{k!r}] stride", g[0], fix="pass the layer's stride in input pixels (> 0), e.g. "
+                                                         "from receptive_field(model, layers)")
+        V.number(f"geometry[{k!r}] offset", g[1])
         geo[k] = g
     return geo
+
+
+def _check_mine_args(names, *, nodes_per_filter, density, parents, iters, top_m, valid_tau, max_range,
+                     candidates, batch_size, seed, engine) -> None:
+    """The scalar arguments of :func:`mine` (ValueError naming the argument and the fix)."""
+    V.choice("engine", engine, ("vectorised", "loop"))
+    V.choice("candidates", candidates, ("code", "active"))
+    for nm, v in (("parents", parents), ("iters", iters), ("batch_size", batch_size), ("top_m", top_m)):
+        V.positive_int(nm, v)
+    V.non_negative_int("seed", seed)
+    V.non_negative("valid_tau", valid_tau)
+    V.in_range("max_range", max_range, 0, 1, low_open=True)
+    if nodes_per_filter is not None:
+        if not isinstance(nodes_per_filter, (list, tuple)) or len(nodes_per_filter) != len(names):
+            raise V.fail("nodes_per_filter", f"one count per layer ({len(names)})", nodes_per_filter,
+                         "pass a list of positive counts in the maps' order, or None for the density rule")
+        for p in nodes_per_filter:
+            V.positive_int("nodes_per_filter", p, fix="pass a count >= 1 for every layer, or None for the density rule")
+    if not isinstance(density, (list, tuple)) or not density:
+        raise V.fail("density", "a non-empty sequence of fractions", density, "pass e.g. density=(0.05, 0.1)")
+    for d in density:
+        V.in_range("density", d, 0, 1, low_open=True,
+                   fix="pass fractions of the map's cells in (0, 1], e.g. (0.05, 0.1)")
 
 
 def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping] = None,
@@ -304,15 +291,11 @@ def mine(feature_maps: Mapping[str, torch.Tensor], *, geometry: Optional[Mapping
     select once after the parent-free first iteration, Delta still re-estimated each iteration). ``max_range``: the search window's
     half-width is at most max_range * n / 2 cells (code: 0.3). ``engine``: ``"vectorised"`` or ``"loop"``
     (reference E step, for benchmarks). Returns an :class:`ExplanatoryGraph`."""
-    if engine not in ("vectorised", "loop"):
-        raise ValueError(f"engine must be 'vectorised' or 'loop', got {engine!r}")
-    for nm, v in (("parents", parents), ("iters", iters), ("batch_size", batch_size)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{nm} must be a positive integer, got {v!r}")
     geo = _check_maps(feature_maps, geometry)
     names = list(feature_maps)
-    if nodes_per_filter is not None and len(nodes_per_filter) != len(names):
-        raise ValueError(f"nodes_per_filter needs one entry per layer ({len(names)}), got {nodes_per_filter!r}")
+    _check_mine_args(names, nodes_per_filter=nodes_per_filter, density=density, parents=parents, iters=iters,
+                     top_m=top_m, valid_tau=valid_tau, max_range=max_range, candidates=candidates,
+                     batch_size=batch_size, seed=seed, engine=engine)
     gen = torch.Generator().manual_seed(int(seed))
     layers: "OrderedDict[str, GraphLayer]" = OrderedDict()
     up_res = None  # (pos (N, M, 2) cells, score (N, M)) of the layer above

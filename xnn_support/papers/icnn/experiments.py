@@ -31,6 +31,7 @@ from ...models import build
 from ...core.train import fit
 from ...core.predict import predict
 from .metrics import location_instability
+from ...core import validate as V
 from ...core.utils import progress as bar
 
 __all__ = ["ARCHS", "TASKS", "build_net", "load_data", "train_net", "evaluate_net", "run_grid", "run_sweep",
@@ -134,6 +135,11 @@ class _Runner:
     pretrained bases of the fine-tuning protocol between calls (every training is in the cache)."""
 
     def __init__(self, n: int, epochs: int, ft_epochs: Optional[int], top_n: int, batch_size: int):
+        for nm, v in (("n", n), ("epochs", epochs), ("batch_size", batch_size)):
+            V.positive_int(nm, v)
+        V.positive_int("ft_epochs", ft_epochs, optional=True, fix="pass ft_epochs=None (the pretraining's epochs) or "
+                                                                   "a count >= 1")
+        V.integer("top_n", top_n, minimum=2)
         self.n, self.epochs, self.ft_epochs, self.top_n, self.bs = n, epochs, ft_epochs, top_n, batch_size
         self.data: Dict[tuple, Any] = {}
         self.bases: Dict[tuple, Any] = {}
@@ -147,7 +153,7 @@ class _Runner:
             self.data[dkey] = load_data(task, self.n, seed, size=size, object_centric=object_centric)
         train, val = self.data[dkey]
         C = len(TASKS[task]) + 1
-        ep = epochs or self.epochs
+        ep = self.epochs if epochs is None else V.positive_int("epochs", epochs)
         base = None
         if proto == "finetune":
             bkey = (spec["name"], str(spec["config"]), task, seed, object_centric, ep)
@@ -160,7 +166,7 @@ class _Runner:
         model = build_net(arch, mode, C, seed, base=base)
         tag = f"{arch}/{task}/{proto}" + ("" if object_centric else "/jitter")
         res = train_net(model, train, val, weight=weight, seed=seed, tag=tag, batch_size=self.bs,
-                        epochs=(self.ft_epochs or ep) if proto == "finetune" else ep,
+                        epochs=(ep if self.ft_epochs is None else self.ft_epochs) if proto == "finetune" else ep,
                         lr=spec["lr"] / 3 if proto == "finetune" else spec["lr"])
         m = evaluate_net(res.model, arch, val, top_n=self.top_n)
         return {"arch": arch, "task": task, "protocol": proto, "mode": mode, "seed": seed, "weight": weight,

@@ -37,7 +37,8 @@ Deviations (also listed in the notebook)
 
 Equations -> functions: templates (eq. for t_ij) :func:`template_kernel`, :func:`positive_templates`;
 ``<x, T_mu>`` for all mu :func:`template_scores` (one convolution, or one GEMM); -MI(X;T) :func:`_paper_loss` (closed-form backward, :class:`_MinusMI`); official gradient
-:func:`code_gradient`; masking :class:`InterpretableConv2d`. Metrics are in :mod:`.icnn_metrics`.
+:func:`code_gradient`; masking :class:`InterpretableConv2d`. Templates live in :mod:`.templates`, the
+layer in :mod:`.layer` (both re-exported here); metrics are in :mod:`.metrics`.
 """
 from __future__ import annotations
 
@@ -45,145 +46,18 @@ import math
 from typing import Dict, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from ...core import validate as V
 from ...core.capture import resolve_layers
+from .layer import MODES, InterpretableConv2d
+from .templates import positive_templates, template_kernel, template_scores  # noqa: F401
 
 __all__ = ["InterpretableConv2d", "make_interpretable", "interpretable_layers", "filter_loss",
            "FilterLoss", "template_kernel", "positive_templates", "template_scores", "code_gradient",
            "MODES"]
 
-MODES = ("paper", "code", "ordinary")
 ALPHA_C = 0.5      # temperature of the official gradient
 CODE_SCALE = 1e-5  # absolute scale of the official injected gradient
-
-
-# ----------------------------------------------------------------------------- templates
-def template_kernel(n: int, tau: Optional[float] = None, beta: float = 4.0,
-                    device=None, dtype=torch.float32) -> torch.Tensor:
-    """(2n-1, 2n-1) kernel K[di, dj] = tau * max(1 - beta (|di| + |dj|) / n, -1), offsets -(n-1)..n-1."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    tau = 0.5 / n ** 2 if tau is None else float(tau)
-    d = torch.arange(-(n - 1), n, device=device, dtype=dtype).abs()
-    return tau * torch.clamp(1 - beta * (d[:, None] + d[None, :]) / n, min=-1.0)
-
-
-def positive_templates(n: int, tau: Optional[float] = None, beta: float = 4.0) -> torch.Tensor:
-    """All n^2 positive templates explicitly, (n, n, n, n): [mu_r, mu_c, i, j] (for tests, figures)."""
-    K = template_kernel(n, tau, beta)
-    i = torch.arange(n)
-    off = i[None, :] - i[:, None] + n - 1          # [mu, i] -> kernel index of i - mu
-    return K[off[:, None, :, None], off[None, :, None, :]]
-
-
-def template_scores(x: torch.Tensor, tau: Optional[float] = None, beta: float = 4.0,
-                    method: str = "auto") -> torch.Tensor:
-    """<x, T_mu> for every position mu at once: (B, D, n, n) maps -> (B, D, n, n) scores.
-
-    ``method="conv"``: one cross-correlation of each map with :func:`template_kernel` (padding
-    n-1), ``S[b, d, mu] = sum_ij x[b, d, i, j] K[i - mu]``; O(n^2 (2n-1)^2) per map, no template
-    bank. ``"matmul"``: one GEMM of the flattened maps with the (n^2, n^2) template bank (the same
-    numbers; O(n^4) per map, n^4 floats of memory). ``"auto"``: matmul up to n = 64 (faster on
-    CPU at these sizes, see ``xnn bench --only icnn``), conv above.
-    """
-    if x.dim() != 4 or x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"template_scores expects square (B, D, n, n) maps, got {tuple(x.shape)}")
-    if method not in ("auto", "conv", "matmul"):
-        raise ValueError(f"method must be 'auto', 'conv' or 'matmul', got {method!r}")
-    B, D, n, _ = x.shape
-    if method == "matmul" or (method == "auto" and n <= 64):
-        T = _template_bank(n, tau, beta, x.device, x.dtype)
-        return (x.reshape(B * D, n * n) @ T).reshape(B, D, n, n)
-    K = template_kernel(n, tau, beta, device=x.device, dtype=x.dtype)
-    return F.conv2d(x.reshape(B * D, 1, n, n), K[None, None], padding=n - 1).reshape(B, D, n, n)
-
-
-_BANKS: Dict[tuple, torch.Tensor] = {}
-
-
-def _template_bank(n, tau, beta, device, dtype) -> torch.Tensor:
-    """(n^2 [ij], n^2 [mu]) matrix of all positive templates, cached per (n, tau, beta, device, dtype)."""
-    key = (n, tau, float(beta), str(device), dtype)
-    if key not in _BANKS:
-        if len(_BANKS) > 16:
-            _BANKS.clear()
-        T = positive_templates(n, tau, beta).to(device=device, dtype=dtype)   # (mu_r, mu_c, i, j)
-        _BANKS[key] = T.reshape(n * n, n * n).t().contiguous()
-    return _BANKS[key]
-
-
-# ----------------------------------------------------------------------------- the layer
-class InterpretableConv2d(nn.Module):
-    """A conv layer with interpretable filters: ``y = relu(a * mask)``, ``a = relu(conv(x))``.
-
-    ``conv``: an ``nn.Conv2d`` to wrap, or ``(in_channels, out_channels)`` for a new 3x3 conv
-    (padding 1, init N(0, 0.01) as the official code). ``mode``: ``"paper"`` (argmax ``mu``, fixed
-    ``beta``), ``"code"`` (activation centroid ``mu``, per-channel slope ``w3`` in [1.5, 3], init
-    2 ~ beta 4) or ``"ordinary"`` (no mask: the same layer without interpretability, for baselines).
-    After each forward the layer keeps ``last_a`` (pre-mask map, with grad), ``last_mask`` and
-    ``last_mu`` (row, col indices) for :func:`filter_loss`. Maps must be square.
-    """
-
-    def __init__(self, conv: Union[nn.Conv2d, Sequence[int]], mode: str = "paper", beta: float = 4.0,
-                 num_classes: int = 2, negative_label: Optional[int] = 0, slope_rate: float = 0.02):
-        super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if not isinstance(conv, nn.Conv2d):
-            ci, co = (int(c) for c in conv)
-            conv = nn.Conv2d(ci, co, 3, padding=1)
-            nn.init.normal_(conv.weight, 0, 0.01)
-            nn.init.zeros_(conv.bias)
-        self.conv, self.mode, self.beta = conv, mode, float(beta)
-        self.num_classes, self.negative_label, self.slope_rate = int(num_classes), negative_label, slope_rate
-        D = conv.out_channels
-        self.register_buffer("slope", torch.full((D,), 2.0))                     # w3 (code mode)
-        self.register_buffer("class_strength", torch.full((D, self.num_classes), 0.1))  # EMA, code
-        if negative_label is not None and 0 <= negative_label < self.num_classes:
-            self.class_strength[:, negative_label] = -1.0
-        self.last_a: Optional[torch.Tensor] = None
-        self.last_mask: Optional[torch.Tensor] = None
-        self.last_mu: Optional[torch.Tensor] = None
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, beta={self.beta}"
-
-    def peak(self, a: torch.Tensor) -> torch.Tensor:
-        """(B, D, 2) long (row, col) of each map's peak: argmax (paper) or rounded centroid (code)."""
-        B, D, h, w = a.shape
-        if self.mode == "code":
-            m = a.detach().clamp_min(0)
-            tot = m.sum((2, 3)).clamp_min(1e-12)
-            r = (m.sum(3) * torch.arange(h, device=a.device, dtype=a.dtype)).sum(2) / tot
-            c = (m.sum(2) * torch.arange(w, device=a.device, dtype=a.dtype)).sum(2) / tot
-            return torch.stack([r, c], -1).round().long()          # all-zero map -> (0, 0), as the code
-        idx = a.detach().flatten(2).argmax(2)
-        return torch.stack([idx // w, idx % w], -1)
-
-    def make_mask(self, a: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        B, D, n, w = a.shape
-        g = torch.arange(n, device=a.device, dtype=a.dtype)
-        dist = (g[None, None, :, None] - mu[..., 0, None, None].to(a.dtype)).abs() + \
-               (g[None, None, None, :] - mu[..., 1, None, None].to(a.dtype)).abs()
-        if self.mode == "code":   # linspace(-1, 1, n) grid: distance x 2/(n-1), slope w3 per channel
-            slope = self.slope.to(a.dtype)[None, :, None, None] * (2.0 / max(n - 1, 1))
-        else:
-            slope = self.beta / n
-        return torch.clamp(1 - slope * dist, min=-1.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = F.relu(self.conv(x))
-        if a.shape[-1] != a.shape[-2]:
-            raise ValueError(f"InterpretableConv2d needs square maps, got {tuple(a.shape[-2:])}")
-        self.last_a = a
-        if self.mode == "ordinary":
-            self.last_mask = self.last_mu = None
-            return a
-        mu = self.peak(a)
-        mask = self.make_mask(a, mu)
-        self.last_mu, self.last_mask = mu, mask
-        return F.relu(a * mask.detach())
 
 
 def _channels(module: nn.Module) -> Optional[int]:
@@ -208,6 +82,54 @@ def _channels_before(model: nn.Module, target: nn.Module) -> Optional[int]:
     return None
 
 
+_MAPS = (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm)
+_FLAT = (nn.Linear, nn.Bilinear, nn.Flatten, nn.Unflatten, nn.Embedding, nn.EmbeddingBag, nn.Conv1d, nn.Conv3d,
+         nn.BatchNorm1d, nn.LayerNorm, nn.RNNBase, nn.MultiheadAttention, nn.TransformerEncoderLayer)
+
+
+def _feeds_maps(model: nn.Module, target: nn.Module) -> Optional[bool]:
+    """Whether ``target``'s output is a conv feature map: the last module among those that decide
+    the output's kind (conv/BN 2-D: maps; Linear, Flatten, Embedding, ...: flat), taken inside ``target``
+    when it has submodules, else up to it in registration order. None when nothing decides."""
+    scope = list(target.modules()) if any(True for _ in target.children()) else None
+    if scope is None:
+        scope = []
+        for m in model.modules():
+            scope.append(m)
+            if m is target:
+                break
+    last = None
+    for m in scope:
+        if isinstance(m, _MAPS):
+            last = True
+        elif isinstance(m, _FLAT):
+            last = False
+    return last
+
+
+def _check_layer_names(model: nn.Module, layers, new_conv: bool, channels) -> list:
+    """The checked layer names of :func:`make_interpretable` (non-empty, distinct, not nested, each
+    giving a conv feature map), with the fix in every error."""
+    names = [layers] if isinstance(layers, str) else list(layers) if isinstance(layers, (list, tuple)) else None
+    if not names:
+        raise V.fail("layers", "a layer name or a non-empty list of them", layers,
+                     "pass the dotted name of a conv layer (or of a ReLU/block after one), e.g. 'features.19'")
+    for n in names:
+        V.name("layers", n, fix="pass the dotted name of a conv layer (or of a ReLU/block after one), e.g. "
+                               "'features.19'; the root model itself cannot be made interpretable")
+    if len(set(names)) != len(names) or any(a != b and b.startswith(a + ".") for a in names for b in names):
+        raise V.fail("layers", "distinct, non-nested layer names", names, "name each layer once, none inside another")
+    V.positive_int("channels", channels, optional=True)
+    mods = resolve_layers(model, names)
+    for n, m in mods.items():
+        if _feeds_maps(model, m) is False:
+            raise V.fail("layers", "layers whose output is a conv feature map (B, C, H, W)",
+                         V.Shown(f"{n!r} ({type(m).__name__}) after flat features"),
+                         "name a conv layer, a ReLU/BatchNorm/pool after one, or a block of them (e.g. "
+                         "'features.19' of VGG, 'layer4' of ResNet)")
+    return names
+
+
 def make_interpretable(model: nn.Module, layers: Union[str, Sequence[str]], *, mode: str = "paper",
                        new_conv: bool = True, channels: Optional[int] = None, **layer_kw) -> nn.Module:
     """Make ``model`` interpretable in place at the named layers (dotted names) and return it.
@@ -217,15 +139,18 @@ def make_interpretable(model: nn.Module, layers: Union[str, Sequence[str]], *, m
     ``channels`` or the last Conv2d/BatchNorm2d inside the module. Put it after a ReLU / block
     output (VGG ``features.29``, ResNet ``layer4``, zoo ``features``). ``new_conv=False``: the named
     module must be an ``nn.Conv2d``; it is wrapped (``name + ".conv"`` holds its weights).
-    ``layer_kw`` go to :class:`InterpretableConv2d` (``beta``, ``num_classes``, ...).
+    ``layer_kw`` go to :class:`InterpretableConv2d` (``beta``, ``num_classes``, ...). Refused (ValueError
+    naming the fix): the empty name (the model itself), a repeated or nested name, a layer whose output
+    is not a conv feature map (a Linear, a Flatten, a ReLU after a Linear).
     """
-
-    names = [layers] if isinstance(layers, str) else list(layers)
+    V.model_device(model)
+    V.choice("mode", mode, MODES)
+    names = _check_layer_names(model, layers, new_conv, channels)
     mods = resolve_layers(model, names)
     for name in names:
         old = mods[name]
         if new_conv:
-            c = channels or _channels(old) or _channels_before(model, old)
+            c = channels if channels is not None else (_channels(old) or _channels_before(model, old))
             if c is None:
                 raise ValueError(f"cannot infer the channels after {name!r} ({type(old).__name__}); "
                                  "pass channels=")
@@ -368,6 +293,7 @@ def filter_loss(model: nn.Module, labels: Optional[torch.Tensor] = None, *, epoc
     ``update`` (and the model in training mode) the filter categories and slopes are updated too.
     ``"ordinary"`` layers add 0. Multiply by your loss weight.
     """
+    V.positive_int("epoch", epoch)
     total = None
     for name, layer in interpretable_layers(model).items():
         a = layer.last_a
@@ -404,7 +330,9 @@ class FilterLoss:
     """
 
     def __init__(self, model: nn.Module, weight: float = 1.0, steps_per_epoch: int = 1):
-        self.model, self.weight, self.steps_per_epoch = model, float(weight), max(1, int(steps_per_epoch))
+        V.non_negative("weight", weight)
+        V.positive_int("steps_per_epoch", steps_per_epoch)
+        self.model, self.weight, self.steps_per_epoch = model, float(weight), int(steps_per_epoch)
         self.step = 0
         self.ce = nn.CrossEntropyLoss()
 

@@ -23,13 +23,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from ...core import validate as V
 from ...core.capture import capture
 
 __all__ = ["location_instability", "instability_per_filter", "peak_positions", "layer_maps", "part_iou"]
 
 
+def _shape(t) -> str:
+    return f"shape {tuple(t.shape)}" if torch.is_tensor(t) else type(t).__name__
+
+
 def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if torch.is_tensor(x) else np.asarray(x)
+
+
+def _image_size(image_size) -> Tuple[float, float]:
+    """(H, W) from S or (H, W), each a finite number > 0."""
+    hw = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    if len(hw) != 2:
+        raise V.fail("image_size", "S or (H, W)", image_size, "pass the image side in pixels, e.g. 64")
+    return tuple(V.positive("image_size", v, fix="pass the image side(s) in pixels, e.g. image_size=64")
+                 for v in hw)
 
 
 def instability_per_filter(positions, landmarks, image_size: Union[int, Sequence[int]], *, top_n: int = 100,
@@ -37,16 +51,21 @@ def instability_per_filter(positions, landmarks, image_size: Union[int, Sequence
     """(F,) mean over landmarks of D_fk (NaN where no landmark has >= 2 valid images)."""
     pos, lm = _np(positions).astype(np.float64), _np(landmarks).astype(np.float64)
     if pos.ndim != 3 or pos.shape[-1] != 2:
-        raise ValueError(f"positions must be (F, N, 2), got {pos.shape}")
+        raise V.fail("positions", "(F, N, 2) peak positions", V.Shown(f"shape {pos.shape}"),
+                     "pass peak_positions(...)[0]")
+    if not np.isfinite(pos).all():
+        raise V.fail("positions", "finite", V.Shown(f"{int((~np.isfinite(pos)).sum())} NaN or inf value(s)"),
+                     "pass the peaks of every filter on every image (mark invisible landmarks NaN, not positions)")
     if lm.ndim != 3 or lm.shape[-1] != 2 or lm.shape[0] != pos.shape[1]:
-        raise ValueError(f"landmarks must be (N, K, 2) with N = {pos.shape[1]}, got {lm.shape}")
-    if not isinstance(top_n, int) or top_n < 2:
-        raise ValueError(f"top_n must be an integer >= 2, got {top_n!r}")
+        raise V.fail("landmarks", f"(N, K, 2) with N = {pos.shape[1]}", V.Shown(f"shape {lm.shape}"),
+                     "pass one (K, 2) row of landmarks per image, NaN where invisible")
+    V.integer("top_n", top_n, minimum=2)
     Fn, N = pos.shape[:2]
     sc = np.zeros((Fn, N)) if scores is None else _np(scores).astype(np.float64)
-    if sc.shape != (Fn, N):
-        raise ValueError(f"scores must be (F, N) = {(Fn, N)}, got {sc.shape}")
-    hw = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    if sc.shape != (Fn, N) or not np.isfinite(sc).all():
+        raise V.fail("scores", f"finite (F, N) = {(Fn, N)} scores", V.Shown(f"shape {sc.shape}"),
+                     "pass peak_positions(...)[1] or None")
+    hw = _image_size(image_size)
     diag = float(np.hypot(*hw))
     valid = ~np.isnan(lm).any(-1)                                   # (N, K)
     out = np.full(Fn, np.nan)
@@ -77,7 +96,10 @@ def location_instability(positions, landmarks, image_size: Union[int, Sequence[i
 
 def layer_maps(model: nn.Module, layer: str, images: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
     """(N, D, n, n) output of ``layer`` (CPU), run in eval mode, chunked, truncated after the layer."""
-
+    V.name("layer", layer, fix="pass the dotted name of a conv layer, e.g. 'features.1'")
+    V.finite_tensor("images", images, dims=(4,), what="(N, C, H, W) images")
+    V.model_input(model, images, "images")
+    V.positive_int("batch_size", batch_size)
     was = model.training
     model.eval()
     try:
@@ -94,9 +116,11 @@ def peak_positions(model: nn.Module, layer: str, images: torch.Tensor, *, batch_
     Returns ``positions`` (F, N, 2) pixel (row, col) of the receptive-field centre of the argmax,
     ``scores`` (F, N) the max activation, ``maps`` (N, F, n, m).
     """
-    if images.dim() != 4:
-        raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+    V.finite_tensor("images", images, dims=(4,), what="(N, C, H, W) images")
     maps = layer_maps(model, layer, images, batch_size=batch_size)
+    if not torch.is_tensor(maps) or maps.dim() != 4:
+        raise V.fail("layer", "a conv layer whose output is (N, D, n, m) maps",
+                     V.Shown(f"{layer!r} with output {_shape(maps)}"), "name a conv layer, e.g. 'features.1'")
     N, D, h, w = maps.shape
     flat = maps.flatten(2)
     scores, idx = flat.max(2)
@@ -116,8 +140,8 @@ def part_iou(maps: torch.Tensor, part_masks: torch.Tensor, *, quantile: float = 
     if maps.dim() != 4 or part_masks.dim() != 4 or maps.shape[0] != part_masks.shape[0]:
         raise ValueError(f"maps (N, F, n, m) and part_masks (N, P, H, W) must share N, got "
                          f"{tuple(maps.shape)} and {tuple(part_masks.shape)}")
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile must be in (0, 1), got {quantile!r}")
+    V.in_range("quantile", quantile, 0, 1, low_open=True, high_open=True)
+    V.positive_int("batch_size", batch_size)
     N, Fn = maps.shape[:2]
     H, W = part_masks.shape[-2:]
     pm = part_masks.bool().to(maps.device)

@@ -39,13 +39,13 @@ from ...core.utils import progress as _progress
 import time
 import hashlib
 from pathlib import Path
-import json
-import os
+import warnings
 import pandas as pd
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
-from ...core.cache import cache_dir, data_fingerprint, make_key
+from ...core.cache import CacheError, cache_dir, data_fingerprint, load_json, make_key, save_json
 from ...data.clouds import PART_CLASSES, SHAPE_CLASSES
+from .planted import CoordinateNet, DistanceNet  # noqa: F401  (re-exported: notebook 06's planted checks)
 
 __all__ = ["Pair", "PAIRS", "PAPER", "PROFILES", "variant_key", "variants", "load_clouds",
            "evaluate", "run_study", "study_jobs", "trained_model", "pair_table", "pair_slug", "METRICS", "DistanceNet", "CoordinateNet"]
@@ -233,7 +233,8 @@ def trained_model(parts, variant: str, training: str, seed: int, budget: Dict[st
                num_threads=threads)
 
 
-_METRIC_SOURCES = ("papers/pointcloud/method.py", "papers/pointcloud/experiments.py", "sigma/engine.py",
+_METRIC_SOURCES = ("papers/pointcloud/method.py", "papers/pointcloud/attack.py", "papers/pointcloud/experiments.py",
+                   "sigma/engine.py",
                    "sigma/presets.py", "sigma/adapters.py", "sigma/result.py", "models/pointgeom.py", "models/pointnets_base.py", "models/pointnets.py",
                    "models/pointnets_seq.py")
 
@@ -244,6 +245,18 @@ def _metric_source_hash() -> str:
     for f in _METRIC_SOURCES:
         h.update((root / f).read_bytes())
     return h.hexdigest()[:16]
+
+
+def _read_result(path: Path, mkey: str) -> Optional[Dict[str, Any]]:
+    """A verified cached measurement, or None (absent; damaged or altered: warns, then it is measured again)."""
+    if not path.exists():
+        return None
+    try:
+        ev = load_json(path, mkey)
+    except CacheError as e:
+        warnings.warn(f"result cache: {e}; measuring again", RuntimeWarning, stacklevel=3)
+        return None
+    return ev if isinstance(ev, dict) else None
 
 
 def _job(parts, key: str, training: str, seed: int, budget: Dict[str, Any], metrics: Sequence[str],
@@ -261,20 +274,12 @@ def _job(parts, key: str, training: str, seed: int, budget: Dict[str, Any], metr
         mkey = make_key({"train": tr.key, "test": data_fingerprint(parts[2]), "budget": budget, "metric": met,
                          "seed": seed, "source": _metric_source_hash()})
         path = cache_dir() / "results" / f"{mkey}.json"
-        ev = None
-        if memo and path.exists():
-            try:
-                ev = json.loads(path.read_text())
-            except (OSError, ValueError):
-                ev = None
+        ev = _read_result(path, mkey) if memo else None
         cached.append(ev is not None)
         if ev is None:
             ev = evaluate(tr.model, parts[2], budget, metrics=[met], seed=seed)
             if memo:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(ev))
-                os.replace(tmp, path)
+                save_json(path, mkey, ev)
         seconds += ev.pop("eval_seconds", 0.0)
         row.update(ev)
     return {"seed": seed, "variant": key, "training": training, "val_acc": tr.val_acc,
@@ -369,41 +374,6 @@ def pair_table(rows: List[Dict[str, Any]], pairs: Sequence[Pair] = PAIRS, datase
                         "Delta per seed": [float(x) for x in d],
                         "paper w/": paper[0], "paper w/o": paper[1], "paper Delta": paper[2]})
     return pd.DataFrame(out)
-
-
-# ------------------------------------------------------------------------------------ planted checks
-class _PlantedNet(torch.nn.Module):
-    """Per-point MLP on ``point_features(x)`` + max-pool + head (``feature_layer = "head"``)."""
-    feature_layer = "head"
-    in_features = 3
-
-    def __init__(self, num_classes: int = 10, width: int = 64):
-        super().__init__()
-        self.point = torch.nn.Sequential(torch.nn.Linear(self.in_features, width), torch.nn.ReLU(),
-                                         torch.nn.Linear(width, width))
-        self.head = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.ReLU())
-        self.out = torch.nn.Linear(width, num_classes)
-
-    def point_features(self, x):
-        return x
-
-    def forward(self, x):
-        return self.out(self.head(self.point(self.point_features(x)).max(1).values))
-
-
-class DistanceNet(_PlantedNet):
-    """A network that sees only distances (to the centroid and between points): its feature is exactly
-    rotation-invariant, so its rotation non-robustness must sit at the estimator's noise floor."""
-    in_features = 4
-
-    def point_features(self, x):
-        d = torch.cdist(x, x)
-        c = (x - x.mean(1, keepdim=True)).norm(dim=-1)
-        return torch.stack([c, d.mean(-1), torch.exp(-4 * d).mean(-1), d.max(-1).values], -1)
-
-
-class CoordinateNet(_PlantedNet):
-    """A plain per-point MLP on raw coordinates + max-pool: nothing makes it rotation-robust."""
 
 
 def pair_slug(p: Pair) -> str:

@@ -23,7 +23,8 @@ Which function implements what (spec section numbers):
 * :func:`adversarial_robustness` -- section 3: per (cloud, target t != y) minimise
   CE(logits(X + delta), t) + ||delta||_F^2 with Adam, record ||delta||_F^2 at the first step whose
   argmax is t (pre-update delta, as TF), failures keep the last; mean over targets and clouds.
-  :func:`attack` batches all (cloud x target) rows; finished rows leave the batch.
+  :func:`attack` batches all (cloud x target) rows; finished rows leave the batch (both live in
+  :mod:`.attack`, re-exported here).
 * :func:`neighborhood_inconsistency` -- section 3: h_i = log sigma_i^2, NI = mean_i [max - min of h
   over the k nearest neighbours of i in the clean cloud, i included].
 * :func:`information_concentration` -- mean H_i over background points minus over the object.
@@ -54,8 +55,8 @@ from torch import nn
 from ...models.pointgeom import knn
 from ...models.pointnets_base import take
 from ...sigma import AxisUnits, ModuleFeatures, config as sigma_config, optimize_sigma
-from ...core.utils import device_of
-import time
+from ...core import validate as V
+from .attack import ATTACK_DEFAULTS, AttackResult, _check_clouds, adversarial_robustness, attack  # noqa: F401
 
 __all__ = ["point_sigma", "PointSigma", "feature_scale", "drop_outsider", "rotation_table", "rodrigues", "kl_normal", "jslb",
            "nonrobustness_from_log_sigma", "rotation_nonrobustness", "attack", "AttackResult",
@@ -64,20 +65,8 @@ __all__ = ["point_sigma", "PointSigma", "feature_scale", "drop_outsider", "rotat
 
 #: the estimator's documented defaults (``steps``/``samples`` = None means these)
 SIGMA_DEFAULTS: Dict[str, Any] = {"preset": "points", "steps": 200, "samples": 8}
-ATTACK_DEFAULTS: Dict[str, Any] = {"steps": 300, "lr": 0.002, "lam": 1.0, "init": "zeros"}
 SATURATED = 0.079
 _LOG_2PIE = math.log(2 * math.pi * math.e)
-
-
-def _check_clouds(clouds) -> torch.Tensor:
-    if not torch.is_tensor(clouds) or clouds.dim() != 3 or clouds.shape[-1] != 3 or not clouds.is_floating_point():
-        raise ValueError(f"clouds must be a float tensor (B, N, 3), got "
-                         f"{tuple(clouds.shape) if torch.is_tensor(clouds) else type(clouds).__name__}")
-    if clouds.shape[0] == 0:
-        raise ValueError("clouds is empty")
-    if not bool(torch.isfinite(clouds).all()):
-        raise ValueError("clouds contain NaN or inf")
-    return clouds
 
 
 def _layer(model: nn.Module, layer: Optional[str]) -> str:
@@ -123,7 +112,11 @@ def feature_scale(model: nn.Module, clouds: torch.Tensor, *, layer: Optional[str
                   passes: int = 10, seed: int = 0, batch_size: int = 64, fixed_sampling: bool = True) -> float:
     """sigma_f = mean over clouds and ``passes`` of ||f(X + sigma eps) - f(X)||^2 (summed over f)."""
     clouds = _check_clouds(clouds)
-    dev = device_of(model)
+    dev = V.model_input(model, clouds, "clouds")
+    V.positive("sigma", sigma)
+    V.positive_int("passes", passes)
+    V.non_negative_int("seed", seed)
+    V.positive_int("batch_size", batch_size)
     was = model.training
     model.eval()
     gen = torch.Generator(device="cpu").manual_seed(int(seed) + 7)
@@ -152,6 +145,7 @@ def feature_scale(model: nn.Module, clouds: torch.Tensor, *, layer: Optional[str
 def drop_outsider(sigma: torch.Tensor, threshold: float = SATURATED) -> torch.Tensor:
     """Replace saturated sigmas (> ``threshold``) by the mean of the cloud's other sigmas (spec
     section 2.2); a cloud with every point saturated keeps its values."""
+    V.positive("threshold", threshold)
     s = sigma.abs()
     sat = s > threshold
     keep = (~sat).to(s.dtype)
@@ -172,17 +166,24 @@ def point_sigma(model: nn.Module, clouds: torch.Tensor, *, layer: Optional[str] 
     any :class:`~xnn_support.sigma.SigmaConfig` field. ``batch_size``: clouds optimised together.
     """
     clouds = _check_clouds(clouds)
-    dev = device_of(model)
+    dev = V.model_input(model, clouds, "clouds")
+    steps = V.positive_int("steps", steps, optional=True)
+    samples = V.positive_int("samples", samples, optional=True)
+    V.positive("sigma_f", sigma_f, optional=True, fix="pass sigma_f=None to measure it (feature_scale) or a number > 0")
+    V.non_negative_int("seed", seed)
+    V.positive_int("batch_size", batch_size, optional=True)
     x = clouds.to(dev)
     lay = _layer(model, layer)
     if sigma_f is None:
         sigma_f = feature_scale(model, clouds, layer=lay, seed=seed, fixed_sampling=fixed_sampling)
-    cfg = sigma_config(preset or SIGMA_DEFAULTS["preset"], **overrides)
-    cfg = cfg.replace(steps=int(steps or SIGMA_DEFAULTS["steps"]), samples=int(samples or SIGMA_DEFAULTS["samples"]),
+    cfg = sigma_config(SIGMA_DEFAULTS["preset"] if preset is None else preset, **overrides)
+    cfg = cfg.replace(steps=SIGMA_DEFAULTS["steps"] if steps is None else steps,
+                      samples=SIGMA_DEFAULTS["samples"] if samples is None else samples,
                       sigma_f=float(sigma_f), noise=noise).validate()
-    rot = None if rotations is None else rotations.to(dev, x.dtype)
+    rot = None if rotations is None else V.finite_tensor("rotations", rotations, dims=(3,)).to(dev, x.dtype)
     if rot is not None and rot.shape != (x.shape[0], 3, 3):
-        raise ValueError(f"rotations must be ({x.shape[0]}, 3, 3), got {tuple(rot.shape)}")
+        raise V.fail("rotations", f"one (3, 3) matrix per cloud, ({x.shape[0]}, 3, 3)",
+                     V.Shown(f"shape {tuple(rot.shape)}"), "pass rotation_table(B, 1)[:, 0] or None")
     was = model.training
     model.eval()
     try:
@@ -216,6 +217,9 @@ def rodrigues(theta, phi, alpha) -> torch.Tensor:
 def rotation_table(n: int, k: int, seed: int = 0) -> torch.Tensor:
     """(n, k, 3, 3) rotations drawn as the official code: theta ~ U[0, pi], phi, alpha ~ U[0, 2 pi]
     (the axis is not uniform on the sphere; kept for fidelity)."""
+    V.positive_int("n", n)
+    V.positive_int("k", k)
+    V.non_negative_int("seed", seed)
     g = torch.Generator().manual_seed(int(seed))
     th = torch.rand(n, k, generator=g, dtype=torch.float64) * math.pi
     ph = torch.rand(n, k, generator=g, dtype=torch.float64) * 2 * math.pi
@@ -236,9 +240,11 @@ def jslb(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def nonrobustness_from_log_sigma(log_sigma: torch.Tensor) -> torch.Tensor:
     """(B, K, N) log sigma of K rotations of each cloud -> (B,) mean over rotation pairs of
     D(k, l) = sum_i JSLB(s_i^(k), s_i^(l)), s = exp(log sigma / c_k), c_k = -mean_i log sigma."""
+    V.finite_tensor("log_sigma", log_sigma, dims=(3,), what="(B, K, N) log sigma of K rotations")
     K = log_sigma.shape[1]
     if K < 2:
-        raise ValueError("rotation non-robustness needs at least 2 rotations")
+        raise V.fail("log_sigma", "(B, K, N) with K >= 2 rotations", V.Shown(f"K = {K}"),
+                     "measure each cloud under at least 2 rotations")
     c = -log_sigma.mean(-1, keepdim=True)
     s = torch.exp(log_sigma / c)                                           # (B, K, N)
     d = jslb(s.unsqueeze(2), s.unsqueeze(1)).sum(-1)                       # (B, K, K)
@@ -256,10 +262,11 @@ def rotation_nonrobustness(model: nn.Module, clouds: torch.Tensor, *, layer: Opt
     an exactly invariant network gives 0) or ``"independent"`` (fresh noise per rotation, the official
     protocol; its value for an invariant network is the estimator's noise floor)."""
     clouds = _check_clouds(clouds)
-    if noise not in ("rotated", "independent"):
-        raise ValueError(f"noise must be 'rotated' or 'independent', got {noise!r}")
-    if not isinstance(n_rotations, int) or n_rotations < 2:
-        raise ValueError(f"n_rotations must be an integer >= 2, got {n_rotations!r}")
+    V.model_input(model, clouds, "clouds")
+    V.choice("noise", noise, ("rotated", "independent"))
+    V.integer("n_rotations", n_rotations, minimum=2)
+    V.positive_int("steps", steps, optional=True)
+    V.positive_int("samples", samples, optional=True)
     B, N, _ = clouds.shape
     R = rotation_table(B, n_rotations, seed)
     x = clouds.repeat_interleave(n_rotations, 0)                          # row b * K + k
@@ -272,142 +279,17 @@ def rotation_nonrobustness(model: nn.Module, clouds: torch.Tensor, *, layer: Opt
     return nr if per_cloud else float(nr.mean())
 
 
-# ------------------------------------------------------------------------------------ attack
-@dataclass
-class AttackResult:
-    """Rows = (cloud, target) pairs: ``norm2`` (R,) ||delta||_F^2 at the first success (or at the
-    last step), ``success`` (R,), ``steps`` (R,) steps taken, ``cloud``/``target`` (R,) indices."""
-    norm2: torch.Tensor
-    success: torch.Tensor
-    steps: torch.Tensor
-    cloud: torch.Tensor
-    target: torch.Tensor
-    seconds: float = 0.0
-    delta: Optional[torch.Tensor] = field(default=None, repr=False)  # (R, N, 3) the recorded perturbations
-
-    @property
-    def failure_rate(self) -> float:
-        return float((~self.success).float().mean())
-
-
-def _targets(labels: torch.Tensor, num_classes: int, targets: Optional[int], seed: int):
-    """(cloud, target) rows: every class != label, or ``targets`` of them drawn per cloud (seeded)."""
-    g = torch.Generator().manual_seed(int(seed) + 11)
-    rows_c, rows_t = [], []
-    for b, y in enumerate(labels.tolist()):
-        others = [t for t in range(num_classes) if t != y]
-        if targets is not None and targets < len(others):
-            others = [others[i] for i in torch.randperm(len(others), generator=g)[:targets].tolist()]
-        rows_c += [b] * len(others)
-        rows_t += others
-    return torch.tensor(rows_c, dtype=torch.long), torch.tensor(rows_t, dtype=torch.long)
-
-
-def attack(model: nn.Module, clouds: torch.Tensor, labels: torch.Tensor, *, targets: Optional[int] = None,
-           steps: Optional[int] = None, lr: Optional[float] = None, lam: Optional[float] = None, seed: int = 0,
-           batch_size: Optional[int] = None, engine: str = "batched", init: Optional[str] = None) -> AttackResult:
-    """Minimal targeted perturbations for every (cloud, target) row (see the module docstring).
-    ``engine="loop"``: the same optimisation one row at a time (the reference the benchmark uses).
-    ``init`` (default ``"zeros"``): ``"official"`` (U(-a, a) with the official code's a = sqrt(6 / (1024 + 3)) = 0.0764,
-    its Glorot bound at N = 1024, so every point starts as displaced as in the paper whatever N);
-    ``"glorot"`` (a = sqrt(6 / (N + 3)): ||delta_0||^2 ~ 6 N / (N + 3) ~ 6 whatever N, which at N = 128
-    already moves each point by ~0.2 and flips most predictions at step 0); ``"zeros"``."""
-    clouds = _check_clouds(clouds)
-    labels = torch.as_tensor(labels).long().reshape(-1)
-    if labels.shape[0] != clouds.shape[0]:
-        raise ValueError(f"{labels.shape[0]} labels for {clouds.shape[0]} clouds")
-    init = ATTACK_DEFAULTS["init"] if init is None else init
-    steps = int(steps or ATTACK_DEFAULTS["steps"])
-    lr = float(lr or ATTACK_DEFAULTS["lr"])
-    lam = float(ATTACK_DEFAULTS["lam"] if lam is None else lam)
-    if engine not in ("batched", "loop"):
-        raise ValueError(f"engine must be 'batched' or 'loop', got {engine!r}")
-    if init not in ("official", "glorot", "zeros"):
-        raise ValueError(f"init must be 'official', 'glorot' or 'zeros', got {init!r}")
-    dev = device_of(model)
-    was = model.training
-    model.eval()
-    t0 = time.perf_counter()
-    try:
-        with torch.no_grad():
-            C = model(clouds[:1].to(dev)).shape[1]
-        rc, rt = _targets(labels, C, targets, seed)
-        R, N = rc.shape[0], clouds.shape[1]
-        bound = {"official": math.sqrt(6.0 / (1024 + 3)), "glorot": math.sqrt(6.0 / (N + 3)), "zeros": 0.0}[init]
-        g = torch.Generator().manual_seed(int(seed) + 13)
-        delta0 = (torch.rand(R, N, 3, generator=g) * 2 - 1) * bound
-        x = clouds.to(dev)
-        if engine == "loop":
-            chunks = [torch.tensor([r]) for r in range(R)]
-        else:
-            bs = R if batch_size is None else int(batch_size)
-            chunks = [torch.arange(s, min(R, s + bs)) for s in range(0, R, bs)]
-        norm2, succ, taken = torch.zeros(R), torch.zeros(R, dtype=torch.bool), torch.full((R,), steps)
-        final = torch.zeros(R, N, 3)
-        for rows in chunks:
-            n2, ok, st, dl = _attack_rows(model, x[rc[rows].to(dev)], rt[rows].to(dev), delta0[rows].to(dev),
-                                          steps, lr, lam)
-            norm2[rows], succ[rows], taken[rows], final[rows] = n2.cpu(), ok.cpu(), st.cpu(), dl.cpu()
-    finally:
-        model.train(was)
-    return AttackResult(norm2, succ, taken, rc, rt, time.perf_counter() - t0, final)
-
-
-def _attack_rows(model, x, t, delta, steps, lr, lam, b1=0.9, b2=0.999, eps=1e-8):
-    """Adam on each row's delta (element-wise, as torch.optim.Adam); rows leave at first success."""
-    R = x.shape[0]
-    delta = delta.clone()
-    rec = delta.clone()
-    m, v = torch.zeros_like(delta), torch.zeros_like(delta)
-    norm2 = torch.zeros(R, device=x.device)
-    done = torch.zeros(R, dtype=torch.bool, device=x.device)
-    taken = torch.full((R,), steps, device=x.device)
-    active = torch.arange(R, device=x.device)
-    for step in range(1, steps + 1):
-        d = delta[active].clone().requires_grad_(True)
-        logits = model(x[active] + d)
-        with torch.no_grad():
-            hit = logits.argmax(1) == t[active]
-            n2 = d.detach().pow(2).sum((1, 2))
-            norm2[active] = n2                                              # last value kept for failures
-            if bool(hit.any()):
-                done[active[hit]] = True
-                taken[active[hit]] = step - 1
-                rec[active[hit]] = d.detach()[hit]
-        loss = F.cross_entropy(logits, t[active], reduction="sum") + lam * d.pow(2).sum()
-        grad, = torch.autograd.grad(loss, d)
-        with torch.no_grad():
-            keep = ~hit
-            a, gk = active[keep], grad[keep]
-            m[a] = b1 * m[a] + (1 - b1) * gk
-            v[a] = b2 * v[a] + (1 - b2) * gk * gk
-            bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
-            delta[a] = delta[a] - (lr / bc1) * m[a] / (v[a].sqrt() / math.sqrt(bc2) + eps)
-            active = a
-        if active.numel() == 0:
-            break
-    if active.numel():
-        with torch.no_grad():
-            norm2[active] = delta[active].pow(2).sum((1, 2))
-            rec[active] = delta[active]
-    return norm2, done, taken, rec
-
-
-def adversarial_robustness(model: nn.Module, clouds: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
-                           targets: Optional[int] = None, steps: Optional[int] = None, lr: Optional[float] = None,
-                           batch_size: Optional[int] = None, **kw) -> float:
-    """Adversarial robustness (higher = more robust): mean over clouds of the mean over targets of
-    ||delta||_F^2 of the minimal targeted attack (:func:`attack`; failures keep their last delta)."""
-    res = attack(model, clouds, labels, targets=targets, steps=steps, lr=lr, seed=seed, batch_size=batch_size, **kw)
-    B = clouds.shape[0]
-    per_cloud = torch.zeros(B).index_add_(0, res.cloud, res.norm2) / torch.bincount(res.cloud, minlength=B).clamp_min(1)
-    return float(per_cloud.mean())
-
-
 # ------------------------------------------------------------------------------------ neighbourhoods
 def inconsistency_from_sigma(sigma: torch.Tensor, clouds: torch.Tensor, k: int = 16) -> torch.Tensor:
     """(B,) mean over points of max - min of log sigma^2 over each point's k nearest neighbours
     (itself included) in the clean cloud."""
+    clouds = _check_clouds(clouds)
+    V.positive_int("k", k)
+    V.finite_tensor("sigma", sigma, dims=(2,), what="(B, N) per-point sigmas")
+    if tuple(sigma.shape) != tuple(clouds.shape[:2]) or not bool((sigma > 0).all()):
+        raise V.fail("sigma", f"positive per-point sigmas of shape {tuple(clouds.shape[:2])}",
+                     V.Shown(f"shape {tuple(sigma.shape)}, min {float(sigma.min()):.3g}"),
+                     "pass point_sigma(...).sigma of these clouds")
     h = 2 * sigma.log().to(clouds.device)
     nb = knn(clouds, min(k, clouds.shape[1]))                              # (B, N, k)
     hn = torch.gather(h.unsqueeze(1).expand(-1, nb.shape[1], -1), 2, nb)
@@ -421,6 +303,7 @@ def neighborhood_inconsistency(model: nn.Module, clouds: torch.Tensor, *, layer:
     """Neighbourhood inconsistency (lower = more consistent): :func:`point_sigma` (after drop
     outsider), then :func:`inconsistency_from_sigma`; mean over all points of all clouds."""
     clouds = _check_clouds(clouds)
+    V.positive_int("k", k)
     ps = point_sigma(model, clouds, layer=layer, steps=steps, samples=samples, seed=seed, batch_size=batch_size,
                      sigma_f=sigma_f, **kw)
     ni = inconsistency_from_sigma(ps.sigma, clouds, k)
@@ -432,7 +315,13 @@ def information_concentration(entropy: torch.Tensor, fg_mask: torch.Tensor) -> f
     ``entropy`` (B, N) per-point entropies (:attr:`PointSigma.entropy`), ``fg_mask`` (B, N) bool.
     Use sigmas *without* drop outsider (``point_sigma(..., drop=False)``): saturation at the cap is
     exactly how ignored background shows, and dropping would replace it by the object's mean."""
+    V.finite_tensor("entropy", entropy, dims=(2,), what="(B, N) per-point entropies")
+    if not torch.is_tensor(fg_mask) or tuple(fg_mask.shape) != tuple(entropy.shape):
+        raise V.fail("fg_mask", f"a bool tensor of the entropies' shape {tuple(entropy.shape)}",
+                     V.Shown(f"shape {tuple(fg_mask.shape)}" if torch.is_tensor(fg_mask) else type(fg_mask).__name__),
+                     "pass one flag per point (True = object)")
     fg = fg_mask.bool().to(entropy.device)
     if not bool((~fg).any()) or not bool(fg.any()):
-        raise ValueError("information concentration needs both object and background points")
+        raise V.fail("fg_mask", "a mask with both object and background points", V.Shown("only one kind"),
+                     "pass clouds that hold both, e.g. the scene clouds of notebook 06")
     return float(entropy[~fg].mean() - entropy[fg].mean())

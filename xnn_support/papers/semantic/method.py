@@ -60,6 +60,7 @@ from torch import nn
 
 from .scores import (Explanation, _check_concepts, _check_target, _forward_all,  # noqa: F401
                               concept_scores, r2_score, target_scores, torch_threads)
+from ...core import validate as V
 from ...core.utils import device_of, progress as _progress, quiet, seed_everything
 
 __all__ = ["fit_explainer", "Explainer", "ExplainerCNN", "Explanation", "concept_scores",
@@ -79,6 +80,9 @@ def lstsq_weights(concepts: torch.Tensor, target: torch.Tensor, *, ridge: float 
 
 def prior_weight(epoch: int, epochs: int, *, beta: float = 1.0, eta: float = 1.0) -> float:
     """lambda(t) = beta * sqrt(T / (T + eta * t)) (eq. 3; recollected form, constants unknown)."""
+    V.non_negative("beta", beta)
+    V.non_negative("eta", eta)
+    V.positive_int("epochs", epochs)
     return beta * math.sqrt(epochs / (epochs + eta * epoch))
 
 
@@ -237,30 +241,23 @@ def _fit_explainer(images, concepts, target, *, epochs, seed, prior, prior_loss,
 def _check_explainer_args(images, concepts, target, *, epochs, seed, prior_loss, beta, eta, lr, batch_size,
                           weight_decay, schedule, width, names, ridge, init):
     """The input and argument checks of :func:`fit_explainer`; returns (n images, C concepts, names)."""
-    if not torch.is_tensor(images) or images.dim() != 4 or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor (N, C, H, W), got "
-                         f"{tuple(images.shape) if torch.is_tensor(images) else type(images).__name__}")
+    V.finite_tensor("images", images, dims=(4,), what="(N, C, H, W) images")
     n = images.shape[0]
     if n < 2:
-        raise ValueError(f"need at least 2 images, got {n}")
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError("images contain NaN or inf")
+        raise V.fail("images", "at least 2 images", V.Shown(f"{n}"),
+                     "pass more images (the explainer is fitted on a batch)")
     _check_concepts(concepts, n)
     _check_target(target, n)
     c = concepts.shape[1]
     for nm, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 2), ("seed", seed, 0),
                       ("width", width, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{nm} must be an integer >= {lo}, got {v!r}")
-    if schedule not in ("cosine", None):
-        raise ValueError(f"schedule must be 'cosine' or None, got {schedule!r}")
-    if init not in ("lstsq", None):
-        raise ValueError(f"init must be 'lstsq' or None, got {init!r}")
-    if prior_loss not in ("l2", "cosine"):
-        raise ValueError(f"prior_loss must be 'l2' or 'cosine', got {prior_loss!r}")
-    for nm, v in (("beta", beta), ("eta", eta), ("lr", lr), ("weight_decay", weight_decay), ("ridge", ridge)):
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (nm == "lr" and v == 0):
-            raise ValueError(f"{nm} must be a finite number >= 0 (lr > 0), got {v!r}")
+        V.integer(nm, v, minimum=lo)
+    V.choice("schedule", schedule, ("cosine", None))
+    V.choice("init", init, ("lstsq", None))
+    V.choice("prior_loss", prior_loss, ("l2", "cosine"))
+    V.positive("lr", lr)
+    for nm, v in (("beta", beta), ("eta", eta), ("weight_decay", weight_decay), ("ridge", ridge)):
+        V.non_negative(nm, v)
     names = [f"concept_{i}" for i in range(c)] if names is None else list(names)
     if len(names) != c:
         raise ValueError(f"names must have one entry per concept ({c}), got {len(names)}")
