@@ -28,11 +28,13 @@ Measured on ``skimage.data`` (whole photo resized to 224 by :func:`preprocess`):
 
 ``weights="imagenet"`` returns the model in eval mode (BatchNorm uses its running statistics);
 ``weights=None`` gives the same architecture with timm's random init, reproducible with ``build``'s
-``seed=``.
+``seed=``. ``num_classes=k`` swaps the 1000-class classifier for a new ``Linear(1280, k)`` (timm's
+init, seeded by ``build``'s ``seed=``), for fine-tuning on another task (notebooks 02 and 05).
 """
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -124,15 +126,28 @@ def map_keys(source: Dict[str, torch.Tensor],
     return out
 
 
-def efficientnet_lite0(weights: Optional[str] = "imagenet") -> nn.Module:
-    """timm's ``tf_efficientnet_lite0``; ``weights``: ``"imagenet"`` (eval mode) or ``None``."""
+def efficientnet_lite0(weights: Optional[str] = "imagenet", num_classes: Optional[int] = None) -> nn.Module:
+    """timm's ``tf_efficientnet_lite0``; ``weights``: ``"imagenet"`` (eval mode) or ``None``.
+
+    ``num_classes``: None keeps the 1000 ImageNet classes; an integer replaces the classifier by a new
+    ``Linear(1280, num_classes)`` with timm's init for this architecture (weights uniform in
+    +-1/sqrt(num_classes), bias 0), drawn from torch's random state (``build(..., seed=k)`` seeds it);
+    every other weight stays as ``weights`` gives it.
+    """
     if weights not in ("imagenet", None):
         raise ValueError(f"weights must be 'imagenet' or None, got {weights!r}")
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
     model = _timm().create_model(TIMM_ARCH, pretrained=False)  # pretrained=False: no download
     if weights == "imagenet":
         model.load_state_dict(map_keys(load_imagenet_state_dict(), model.state_dict()), strict=True)
-        model.eval()
-    return model
+    if num_classes is not None:
+        model.reset_classifier(num_classes)
+        bound = 1.0 / math.sqrt(num_classes)  # timm's _init_weight_goog for a Linear (fan-out)
+        nn.init.uniform_(model.classifier.weight, -bound, bound)
+        nn.init.zeros_(model.classifier.bias)
+    return model.eval() if weights == "imagenet" else model
 
 
 def preprocess(x: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
