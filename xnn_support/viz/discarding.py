@@ -164,3 +164,33 @@ def sigma_trajectories(history, *, target=None, readout_steps=None, labels=None,
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def real_gap_curves(summaries, *, title=None, ylabel: str = "background − foreground (nats)"):
+    """Gap vs depth, pretrained vs random init, one panel per data set. ``summaries``: ``{name:
+    real_summary dict}`` (:func:`xnn_support.papers.discarding.real.real_summary`): the trained net's
+    mean ± sd over images, the random inits' mean ± sd over inits, each init as a thin line."""
+
+    fig, axes = plt.subplots(1, len(summaries), figsize=(4.6 * len(summaries), 3.3), squeeze=False, sharey=True)
+    for ax, (name, s) in zip(axes[0], summaries.items()):
+        t, per = s["table"], s["random_per_init"]
+        x = np.arange(len(s["layers"]))
+        for mean, sd, lab, c in ((t["trained_gap"], t["trained_gap_sd"], "ImageNet-pretrained (± sd over images)",
+                                  "tab:red"),
+                                 (t["random_gap"], t["random_gap_sd"], f"random init (± sd over {per.shape[1]} inits)",
+                                  "tab:blue")):
+            mean, sd = np.asarray(mean, float), np.nan_to_num(np.asarray(sd, float))
+            ax.plot(x, mean, marker="o", ms=4, color=c, label=lab)
+            ax.fill_between(x, mean - sd, mean + sd, color=c, alpha=0.15, lw=0)
+        for k in per.columns:
+            ax.plot(x, np.asarray(per[k], float), color="tab:blue", lw=0.7, ls=":", alpha=0.8)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(x, s["layers"], rotation=25, ha="right", fontsize=7)
+        ax.set_title(f"{name} ({s['n_images']} images)", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, 0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -12,7 +12,12 @@ against a loop written the way the official ICML 2019 code works.
   all-ones additive attention mask), backpropagates, Adam, and copies the state when the loss
   improves. Same model, sentences, steps and r; target speed-up >= 10x.
 
-Both rows run with one torch thread (see :func:`xnn_support.bench.one_thread`).
+* ``sigma engine vs floor, EfficientNet-Lite0``: the same comparison on the real ImageNet-pretrained
+  net of notebook 04's last image section (:func:`~xnn_support.papers.discarding.real.real_network_study`'s
+  wrapper, 224 px, 4 taps from ``blocks.1`` to ``conv_head``); the floor runs the same net truncated by
+  hand at each tap (stem, blocks, head conv), forward + backward, same batch, same steps.
+
+All rows run with one torch thread (see :func:`xnn_support.bench.one_thread`).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from ...bench import Row, benchmark, one_thread
 from . import method as D
 from ...models import build
 from ...data import plain_sentences, templated_sentences
+from .real import load_net
 from .text import _bert
 
 
@@ -147,3 +153,47 @@ def _minilm_rows(quick: bool):
                 ok=t_off / t_ours >= 10,
                 note=f"speed-up {t_off / t_ours:.1f}x; 1 torch thread; 1 noise sample; both compute-bound on CPU "
                      "(matmuls ~85 %): the gain is the clean pass computed once, batched GEMMs and less padding")]
+
+
+def _lite0_truncated(net, layer: str):
+    """EfficientNet-Lite0 (timm) run by hand up to ``layer`` (``blocks.k`` or ``conv_head``)."""
+    k = len(net.blocks) - 1 if layer == "conv_head" else int(layer.split(".")[1])
+
+    def f(x):
+        h = net.bn1(net.conv_stem(x))
+        for b in net.blocks[:k + 1]:
+            h = b(h)
+        return net.conv_head(h) if layer == "conv_head" else h
+    return f
+
+
+@benchmark("discarding/efficientnet")
+@one_thread
+def _lite0_rows(quick: bool):
+    model = load_net("trained")
+    layers = ["blocks.1", "blocks.3", "blocks.5", "conv_head"]
+    B, M, steps = (1, 4, 4) if quick else (1, 4, 10)
+    x = torch.rand(B, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    xin = x.repeat(M, 1, 1, 1)
+    heads = [_lite0_truncated(model.net, n) for n in layers]
+
+    def floor():
+        for _ in range(steps):
+            for f in heads:
+                xi = xin.clone().requires_grad_(True)
+                torch.autograd.grad(f((xi - 0.5) / 0.5).pow(2).mean(), xi)
+
+    def ours():
+        D.pixel_information(model, x, ["net." + n for n in layers], grid=8, steps=steps, samples=M)
+
+    floor(), ours()  # warm-up
+    t_floor, t_ours = [], []
+    for _ in range(1 if quick else 2):
+        t_floor.append(_timed(floor)[0])
+        t_ours.append(_timed(ours)[0])
+    tf, to = min(t_floor), min(t_ours)
+    pairs = len(layers) * B
+    return [Row(f"sigma engine, EfficientNet-Lite0 224 px, {B} images x {len(layers)} layers, {M} samples "
+                f"({steps} steps): time per (input, layer)", to / pairs, tf / pairs,
+                "floor: steps x fwd+bwd truncated nets", target="ratio <= 1.3", ok=to / tf <= 1.3,
+                note=f"1 torch thread; ImageNet weights, grid 8; best of {len(t_ours)} interleaved runs")]
