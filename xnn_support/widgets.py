@@ -18,6 +18,8 @@ from .papers.semantic.experiments import explain_faces
 from .papers.semantic.experiments import paste_mask
 from .papers.graph import metrics as ge
 from .papers.pointcloud.method import point_sigma, rodrigues
+from .papers.decision_trees import metrics as dt_metrics
+import numpy as np
 
 __all__ = ["feature_explorer", "dataset_browser"]
 
@@ -249,3 +251,34 @@ def rotation_explorer(models, cloud, *, steps: int = 60, samples: int = 4, seed:
     return w.interact_manual(update, theta=w.FloatSlider(0.0, min=0.0, max=math.pi, step=0.05),
                              phi=w.FloatSlider(0.0, min=0.0, max=2 * math.pi, step=0.05),
                              alpha=w.FloatSlider(0.0, min=0.0, max=2 * math.pi, step=0.05))
+
+
+# --- 07: decision trees ---
+__all__ += ["tree_walker"]
+
+
+def tree_walker(tree, images, x, g, A, part_names: Sequence[str], *, y=None):
+    """Interactive (ipywidgets): pick an image and a depth; see the node chosen at each depth on the cosine
+    path and the part contributions there. Computes through ``tree.explain`` and draws through
+    :func:`xnn_support.viz.tree_explanations`."""
+    out = w.Output()
+    idx = w.IntSlider(0, 0, len(images) - 1, description="image")
+    dep = w.IntSlider(2, 1, tree.max_depth, description="depth")
+
+    def update(*_):
+        i, d = idx.value, dep.value
+        xi, gi = np.asarray(x[i:i + 1], dtype=np.float64), np.asarray(g[i:i + 1], dtype=np.float64)
+        path = [int(tree.explain(xi, gi, k)[2][0]) for k in range(1, d + 1)]
+        y_hat, contrib, _ = tree.explain(xi, gi, d)
+        with out:
+            out.clear_output(wait=True)
+            print("path (node ids, images below):", " -> ".join(f"{v} ({len(tree.members[v])})" for v in path))
+            fig = viz.tree_explanations(images[i:i + 1], {f"depth {d}": dt_metrics.part_contributions(contrib, A)}, part_names,
+                                    y=None if y is None else y[i:i + 1], y_hat={f"depth {d}": y_hat})
+            display(fig)
+            plt.close(fig)
+
+    idx.observe(update, "value")
+    dep.observe(update, "value")
+    update()
+    return w.VBox([w.HBox([idx, dep]), out])
