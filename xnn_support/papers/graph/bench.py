@@ -6,8 +6,12 @@
   (ratio <= 0.05). Maps: 16 filters of 16x16 under 16 of 8x8, 12 / 6 nodes per filter.
 * ``graph/scaling``: mining time on 4N images vs 4 x the time on N images (linear growth:
   target ratio <= 1.3).
+* ``graph/real_mining``: mining time per image on the conv features of the ImageNet-pretrained
+  EfficientNet-Lite0 (notebook 01's real-network section, :mod:`.real`) at 224 px (maps 40x28x28,
+  80x14x14, 112x14x14; default nodes per filter 40 / 10 / 20), beside the forward that makes the
+  maps and the pooled feature (no target: it says what a real network's maps cost to mine).
 
-Both rows run with one torch thread, as the other benchmarks: on a shared 2-core machine two
+All rows run with one torch thread, as the other benchmarks: on a shared 2-core machine two
 OpenMP threads make these small kernels slower and erratic.
 """
 from __future__ import annotations
@@ -17,6 +21,8 @@ from collections import OrderedDict
 import torch
 
 from ...bench import Row, benchmark, one_thread, paired, timeit
+from ...data import creatures
+from . import real
 from .method import mine
 
 
@@ -55,3 +61,20 @@ def _scaling_rows(quick: bool):
     return [Row(f"mining time vs images: {4 * n} images vs 4 x {n}", t_big, 4 * t_small,
                 f"4 x time({n})", target="ratio <= 1.3 (linear)", ok=t_big / (4 * t_small) <= 1.3,
                 note=f"time({n}) = {t_small:.3f} s")]
+
+
+@benchmark("graph/real_mining")
+@one_thread
+def _real_mining_rows(quick: bool):
+
+    model = real.load_model()
+    n, iters = (8, 1) if quick else (32, 2)
+    birds = creatures(n, 224, categories=("bird",), negatives=0.0, object_centric=True, seed=0).images
+    fm, _ = real.features(model, birds, real.LAYERS, batch_size=n)       # warm-up + the maps
+    t_fwd = timeit(lambda: real.features(model, birds, real.LAYERS, batch_size=n), repeat=1, warmup=0)
+    t_mine = timeit(lambda: mine(fm, parents=3, iters=iters, seed=0, batch_size=n), repeat=1 if quick else 3,
+                    warmup=0)
+    shapes = ", ".join("x".join(map(str, v.shape[1:])) for v in fm.values())
+    return [Row(f"mining on EfficientNet-Lite0 features at 224 px ({shapes}), {iters} EM iter(s): time per image",
+                t_mine / n, t_fwd / n, "the net's forward (maps + pooled feature), per image",
+                note=f"{n} birds; {t_mine / n / iters * 1e3:.0f} ms per image per EM iteration; 1 torch thread")]
