@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import io
 import json
 import sys
 import tarfile
@@ -25,6 +24,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:      # data_scripts
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import data_scripts  # noqa: E402
+from archives import make_tar
 from data_scripts import __main__ as cli
 from data_scripts import celeba, common, cub200, fetch, modelnet40, pascal_part, registry, sst2
 from xnn_support.data import real
@@ -492,18 +492,7 @@ def test_offline_download_error_is_clear(tmp_path, monkeypatch):
 
 # =========================================================================== safe extraction
 
-def _tar(path: Path, members):
-    with tarfile.open(path, "w:gz") as tf:
-        for name, kind, target in members:
-            ti = tarfile.TarInfo(name)
-            if kind == "file":
-                ti.size = 2
-                tf.addfile(ti, io.BytesIO(b"ok"))
-            else:
-                ti.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE
-                ti.linkname = target
-                tf.addfile(ti)
-    return path
+_tar = make_tar
 
 
 @pytest.mark.parametrize("members", [

@@ -4,13 +4,11 @@ recomputed, never used). One parametrised test per entry-point family; tiny mode
 module runs in well under a minute on a shared CPU."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import subprocess
 import sys
-import tarfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from torch import nn
 
 from nbfactory import make_notebook
+from archives import make_tar
 from data_scripts import common, fetch, registry
 from xnn_support.core import cache as xcache
 from xnn_support.core import validate as V
@@ -695,18 +694,7 @@ def test_other_entry_points(case):
 
 
 # ============================================================================ data scripts
-def _tar(path: Path, members):
-    with tarfile.open(path, "w:gz") as tf:
-        for name, kind, target in members:
-            ti = tarfile.TarInfo(name)
-            if kind == "file":
-                ti.size = 2
-                tf.addfile(ti, io.BytesIO(b"ok"))
-            else:
-                ti.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE
-                ti.linkname = target
-                tf.addfile(ti)
-    return path
+_tar = make_tar
 
 
 ARCHIVES = [  # (id, members or raw bytes, error type, one-line message)

@@ -34,6 +34,16 @@ from .real import load_net
 from .text import _bert
 
 
+def _best_of(floor, ours, repeat: int):
+    """Warm both up, then time them alternately ``repeat`` times; the fastest of each (floor, ours)."""
+    floor(), ours()
+    t_floor, t_ours = [], []
+    for _ in range(repeat):
+        t_floor.append(_timed(floor)[0])
+        t_ours.append(_timed(ours)[0])
+    return min(t_floor), min(t_ours)
+
+
 def _timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -64,12 +74,7 @@ def _floor_rows(quick: bool):
     def ours():
         D.pixel_information(model, x, layers, grid=8, steps=steps, samples=M)
 
-    floor(), ours()  # warm-up
-    t_floor, t_ours = [], []
-    for _ in range(1 if quick else 3):
-        t_floor.append(_timed(floor)[0])
-        t_ours.append(_timed(ours)[0])
-    tf, to = min(t_floor), min(t_ours)
+    tf, to = _best_of(floor, ours, 1 if quick else 3)
     pairs = len(layers) * x.shape[0]
     return [Row(f"sigma engine, {x.shape[0]} images x {len(layers)} layers, {M} samples ({steps} steps): "
                 "time per (input, layer)", to / pairs, tf / pairs, "floor: steps x fwd+bwd truncated nets",
@@ -186,14 +191,10 @@ def _lite0_rows(quick: bool):
     def ours():
         D.pixel_information(model, x, ["net." + n for n in layers], grid=8, steps=steps, samples=M)
 
-    floor(), ours()  # warm-up
-    t_floor, t_ours = [], []
-    for _ in range(1 if quick else 2):
-        t_floor.append(_timed(floor)[0])
-        t_ours.append(_timed(ours)[0])
-    tf, to = min(t_floor), min(t_ours)
+    repeat = 1 if quick else 2
+    tf, to = _best_of(floor, ours, repeat)
     pairs = len(layers) * B
     return [Row(f"sigma engine, EfficientNet-Lite0 224 px, {B} images x {len(layers)} layers, {M} samples "
                 f"({steps} steps): time per (input, layer)", to / pairs, tf / pairs,
                 "floor: steps x fwd+bwd truncated nets", target="ratio <= 1.3", ok=to / tf <= 1.3,
-                note=f"1 torch thread; ImageNet weights, grid 8; best of {len(t_ours)} interleaved runs")]
+                note=f"1 torch thread; ImageNet weights, grid 8; best of {repeat} interleaved runs")]
