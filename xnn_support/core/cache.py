@@ -35,6 +35,7 @@ JSON of the metadata (a few kB, ~0.2-0.5 ms): reading a cached checkpoint with i
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -47,6 +48,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
+
 import torch
 from torch import nn
 from ..data.types import fingerprint, fingerprint_tensor
@@ -54,7 +60,7 @@ from ..data.types import fingerprint, fingerprint_tensor
 __all__ = ["cache_dir", "make_key", "canonical_json", "state_checksum", "entry_path", "save_file",
            "load_file", "CacheError", "FORMAT", "epoch_dir", "remove_stale_epoch_dirs", "new_run_id",
            "data_fingerprint", "callable_id", "stable_name", "meta_digest", "confined", "save_json",
-           "load_json", "JSON_FORMAT"]
+           "load_json", "JSON_FORMAT", "key_lock"]
 
 FORMAT = "xnn-train-v1"
 JSON_FORMAT = "xnn-json-v1"
@@ -118,6 +124,40 @@ def confined(root: Path, name: Any, what: str) -> Path:
     if p.resolve().parent != Path(root).resolve():
         raise CacheError(f"{what} {name!r} resolves outside the cache folder {root} (a symlink?)")
     return p
+
+
+@contextlib.contextmanager
+def key_lock(key: str):
+    """Hold an exclusive, cross-process lock on ``key`` for the block (``flock`` on
+    ``cache_dir()/.<key>.lock``). Two workers that train the same key at once (a sweep on a
+    cluster sharing one cache) then train it once: the second waits, then finds the entry. Entries are
+    written atomically either way, so without the lock (no ``fcntl``, a file system without locks) the
+    cost is a second training, never a torn file."""
+    if fcntl is None:  # pragma: no cover - not POSIX: the atomic writes alone keep the cache consistent
+        yield
+        return
+    path = cache_dir() / f".{key}.lock"  # removed on release: an idle cache holds no lock files
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:  # the holder unlinks the file on release, so a waiter re-checks that it locked the live one
+        f = open(path, "a+")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            if os.path.exists(path) and os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+                break
+        except OSError:  # pragma: no cover - e.g. a network file system without locks
+            f.close()
+            yield
+            return
+        f.close()
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:  # pragma: no cover
+            pass
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
 
 
 def _atomic_write(path: Path, write) -> None:

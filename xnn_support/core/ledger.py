@@ -26,19 +26,19 @@ from typing import Any, Dict, List, Optional
 import pandas as pd
 
 __all__ = ["record", "results_table", "set_ledger", "ledger_path", "read_ledger", "atomic_write_text",
-           "records"]
+           "atomic_write_bytes", "records"]
 
 _state: Dict[str, Any] = {"path": None, "records": [], "loaded_from": None}
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a reader sees the old file or the new, never half."""
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
@@ -49,6 +49,11 @@ def atomic_write_text(path, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def ledger_path() -> Optional[Path]:

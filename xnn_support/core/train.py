@@ -197,13 +197,23 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
     key = _cache.make_key(parts)
     path = _cache.entry_path(key)
 
-    # --- cache hit?
-    if cache is True and path.exists():
-        res = _cache_hit(model, path, key, checkpoints, dev)
-        if res is not None:
-            return res
+    # one trainer per key across processes (a sweep's workers share the cache): the second waits, then hits
+    with (_cache.key_lock(key) if cache else contextlib.nullcontext()):
+        if cache is True and path.exists():
+            res = _cache_hit(model, path, key, checkpoints, dev)
+            if res is not None:
+                return res
+        return _train_and_write(model, x, y, vx, vy, parts=parts, key=key, path=path, cache=cache, dev=dev,
+                                checkpoints=checkpoints, num_threads=num_threads, epochs=epochs, lr=lr,
+                                batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
+                                schedule=schedule, aug=aug, seed=seed, loss_fn=loss_fn, classify=classify,
+                                progress=progress, model_id=model_id)
 
-    # --- train; failures leave the cache untouched
+
+def _train_and_write(model, x, y, vx, vy, *, parts, key, path, cache, dev, checkpoints, num_threads, epochs,
+                     lr, batch_size, optimizer, weight_decay, schedule, aug, seed, loss_fn, classify, progress,
+                     model_id):
+    """Train ``model`` (failures leave the cache untouched) and write its entry (see :func:`fit`)."""
     stage = _cache.epoch_dir(key, _cache.new_run_id()) if (checkpoints and cache) else None
     t_start = time.time()
     try:

@@ -2,7 +2,8 @@
 
     xnn list [--json]
     xnn run 04 -p steps 300 --profile smoke --out DIR
-    xnn reproduce [--profile smoke|default|paper] [--only 01,04] [--out DIR] [--resume]
+    xnn reproduce [--profile smoke|default|paper] [--only 01,04] [--out DIR] [--resume] [--cluster SPEC]
+    xnn sweep 00 -p seed 0,1 -p n_images 200,300 [--profile smoke] [--cluster local:2] [--out DIR] [--resume]
     xnn bench [--only NAME,...] [--json FILE]
 
 Exit status: 0 on success; 1 if a notebook failed (its name, cell and error are printed);
@@ -28,6 +29,8 @@ from .runner import reproduce
 from ..bench import run_benchmarks, format_table
 from .runner import ParameterError, RunInterrupted, RunLocked, out_lock
 from .guard import out_folder
+from .cluster import parse_cluster, parse_resources
+from .sweep import parse_grid, reproduce_on_cluster, sweep
 
 __all__ = ["main"]
 
@@ -94,11 +97,47 @@ def _cmd_reproduce(args) -> int:
 
     only = args.only.split(",") if args.only is not None else None  # ",,," is refused by reproduce
     out = out_folder(args.out or f"runs/{args.profile}")
+    if args.cluster:
+        results = reproduce_on_cluster(cluster=parse_cluster(args.cluster), profile=args.profile, only=only,
+                                       out_dir=out, resume=args.resume, notebooks_dir=args.notebooks,
+                                       params=_params(args.param), seed=args.seed, **_cluster_opts(args),
+                                       log=lambda s: print(s, flush=True))
+        print(f"report: {out}/report.md and {out}/report.html")
+        return _report_failures(results)
+    _refuse_cluster_only(args)
     results = reproduce(profile=args.profile, only=only, out_dir=out, resume=args.resume,
                         notebooks_dir=args.notebooks, params=_params(args.param), seed=args.seed,
                         progress_bar=args.verbose,
                         log=lambda s: print(s, flush=True))
     print(f"report: {out}/report.md and {out}/report.html")
+    return _report_failures(results)
+
+
+def _cluster_opts(args) -> dict:
+    return {"in_place": args.in_place, "resources": parse_resources(args.resources),
+            "worker_resources": parse_resources(args.worker_resources), "retries": args.retries,
+            "timeout": args.timeout}
+
+
+def _refuse_cluster_only(args) -> None:
+    """Options that only mean something on a cluster are refused without one (nothing silently ignored)."""
+    given = [o for o, v in (("--in-place", args.in_place), ("--resources", args.resources),
+                            ("--worker-resources", args.worker_resources)) if v]
+    if given:
+        raise ParameterError(f"{', '.join(given)} only apply with --cluster; add e.g. --cluster local:2")
+
+
+def _cmd_sweep(args) -> int:
+    grid = parse_grid(args.param)
+    cluster = parse_cluster(args.cluster) if args.cluster else None
+    if cluster is None:
+        _refuse_cluster_only(args)
+    out = out_folder(args.out or f"runs/sweep-{args.notebook}")
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    results = sweep(args.notebook, grid, out_dir=out, profile=args.profile, cluster=cluster, resume=args.resume,
+                    metrics=metrics, notebooks_dir=args.notebooks, **_cluster_opts(args),
+                    log=lambda s: print(s, flush=True))
+    print(f"sweep report: {out}/report.md, table {out}/sweep.csv")
     return _report_failures(results)
 
 
@@ -149,6 +188,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-v", "--verbose", action="store_true", help="show papermill's per-cell progress")
         common(p)
 
+    def cluster_opts(p):
+        p.add_argument("--cluster", default=None, metavar="SPEC",
+                       help="run on Dask: local:N (N worker processes here), tcp://host:8786 (a scheduler), "
+                            "slurm:cores=4,memory=16GB,jobs=2[,queue=..,walltime=..,resources=gpu=1] or pbs:...")
+        p.add_argument("--resources", default=None, metavar="NAME=N,...",
+                       help="Dask resources a task needs, e.g. gpu=1 (reproduce: the notebooks that need a GPU)")
+        p.add_argument("--worker-resources", default=None, metavar="NAME=N,...",
+                       help="resources each local:N worker offers, e.g. gpu=1")
+        p.add_argument("--retries", type=int, default=2,
+                       help="worker deaths a notebook survives before it fails (default 2)")
+        p.add_argument("--in-place", action="store_true",
+                       help="workers write into OUT themselves (OUT on a shared file system)")
+        p.add_argument("--timeout", type=int, default=None, help="seconds a cell may run (default: no limit)")
+
     p = sub.add_parser("run", help="run one notebook")
     p.add_argument("notebook", help="id (04), name (04_layerwise_discarding) or path")
     p.add_argument("--profile", choices=["smoke", "default", "paper"], default=None)
@@ -160,7 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, help="comma-separated ids or names, e.g. 01,04")
     p.add_argument("--resume", action="store_true", help="skip notebooks already complete with the same inputs")
     run_opts(p)
+    cluster_opts(p)
     p.set_defaults(fn=_cmd_reproduce)
+
+    p = sub.add_parser("sweep", help="run one notebook at every point of a parameter grid (cartesian product)")
+    p.add_argument("notebook", help="id (00), name or path")
+    p.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "V1,V2,..."),
+                   help="a swept parameter and its comma-separated values (repeatable; the grid is the product)")
+    p.add_argument("--profile", choices=["smoke", "default", "paper"], default="smoke",
+                   help="profile of every point unless profile itself is swept (default smoke)")
+    p.add_argument("--out", default=None, help="output folder (default runs/sweep-NOTEBOOK); one subfolder per point")
+    p.add_argument("--resume", action="store_true", help="skip grid points already complete with the same inputs")
+    p.add_argument("--metrics", default=None, help="comma-separated metrics for the table and plots "
+                                                   "(default: the notebook's key metrics)")
+    common(p)
+    cluster_opts(p)
+    p.set_defaults(fn=_cmd_sweep)
 
     p = sub.add_parser("bench", help="print the benchmark table")
     p.add_argument("--only", default=None, help="comma-separated benchmark names")

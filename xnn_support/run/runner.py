@@ -53,7 +53,7 @@ from papermill.exceptions import PapermillExecutionError
 
 __all__ = ["NotebookInfo", "RunResult", "catalog", "find_notebook", "coerce_params", "run_notebook",
            "reproduce", "ParameterError", "default_notebooks_dir", "inputs_hash", "PROFILES", "RunLocked",
-           "RunInterrupted", "out_lock", "check_run_params"]
+           "RunInterrupted", "out_lock", "check_run_params", "notebook_params", "select"]
 
 KERNEL = "python3"
 
@@ -219,7 +219,7 @@ def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel:
                      str(ledger) if ledger.exists() else None, error, params)
 
 
-def _select(cat: List[NotebookInfo], only: Optional[Sequence[str]]) -> List[NotebookInfo]:
+def select(cat: List[NotebookInfo], only: Optional[Sequence[str]]) -> List[NotebookInfo]:
     """The notebooks named by ``only`` (ids or names, in catalog order); all for None."""
     if only is None:
         return cat
@@ -252,7 +252,7 @@ def reproduce(*, profile: str = "default", only: Optional[Sequence[str]] = None,
     folder's lock; a SIGTERM/SIGINT writes the report of what finished and raises :class:`RunInterrupted`."""
     if profile not in PROFILES:
         raise ParameterError(f"profile must be one of {PROFILES}, got {profile!r}")
-    cat = _select(catalog(notebooks_dir), only)
+    cat = select(catalog(notebooks_dir), only)
     check_run_params(cat, params, seed)
     out_dir = out_folder(out_dir)
     results: List[RunResult] = []
@@ -267,15 +267,22 @@ def reproduce(*, profile: str = "default", only: Optional[Sequence[str]] = None,
     return results
 
 
-def _one(info, k, n, profile, params, seed, out_dir, resume, log, progress_bar, state) -> RunResult:
-    """One notebook of :func:`reproduce`: skipped when ``resume`` finds its outputs sound, else run."""
-    p = {"profile": profile} if "profile" in info.parameters else {}
+def notebook_params(info: NotebookInfo, profile: str, params: Optional[Dict[str, Any]],
+                    seed: Optional[int]) -> Dict[str, Any]:
+    """The parameters a run of the suite gives ``info``: the profile, the seed, and those of ``params`` it
+    declares (converted to their declared types)."""
+    p: Dict[str, Any] = {"profile": profile} if "profile" in info.parameters else {}
     if seed is not None and "seed" in info.parameters:
         p["seed"] = seed
     for name, v in (params or {}).items():
         if name in info.parameters:
             p[name] = v
-    p = coerce_params(info, p)
+    return coerce_params(info, p)
+
+
+def _one(info, k, n, profile, params, seed, out_dir, resume, log, progress_bar, state) -> RunResult:
+    """One notebook of :func:`reproduce`: skipped when ``resume`` finds its outputs sound, else run."""
+    p = notebook_params(info, profile, params, seed)
     head = f"[{k}/{n}] {info.name}"
     if resume:
         problem = output_problem(info, inputs_hash(info, p), out_dir)
