@@ -207,6 +207,13 @@ def test_reproduce_on_cluster_writes_the_same_layout_as_reproduce(tmp_path):
                               "--out", str(out), "--resources", "gpu=1"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env=dict(os.environ, XNN_QUIET="1"))
     assert r.returncode == 0 and "for no notebook" in r.stdout  # smoke needs no GPU: nothing is routed
+    shared = tmp_path / "shared"  # --in-place: the workers write into OUT themselves
+    r = subprocess.run(XNN + ["reproduce", "--profile", "smoke", "--notebooks", str(d), "--cluster", "local:2",
+                              "--out", str(shared), "--in-place"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, XNN_QUIET="1"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert json.loads((shared / "00_toy.run.json").read_text())["status"] == "ok"
+    assert "2/2 notebooks completed" in (shared / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ __all__ = ["Row", "benchmark", "run_benchmarks", "format_table", "timeit", "pair
            "TinyConvNet"]
 
 #: the core rows; the papers' rows are found by :func:`plugins`
-CORE_PLUGINS = ("xnn_support.bench.core", "xnn_support.bench.train")
+CORE_PLUGINS = ("xnn_support.bench.core", "xnn_support.bench.train", "xnn_support.bench.cluster")
 _PAPERS = Path(__file__).resolve().parent.parent / "papers"
 
 
