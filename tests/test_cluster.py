@@ -224,3 +224,31 @@ def test_a_resource_no_worker_offers_is_refused_and_one_offered_is_used(tmp_path
     assert r.returncode == 2 and "no worker of this cluster offers it" in r.stderr, r.stdout + r.stderr
     r = _sweep_cli(base + ["--out", str(tmp_path / "b"), "--worker-resources", "gpu=1"], timeout=300)
     assert r.returncode == 0 and ": ok in " in r.stdout, r.stdout + r.stderr
+
+
+def _fit_same_key(cache_root, q):
+    os.environ["XNN_CACHE"] = cache_root
+    import torch
+    from xnn_support.core.train import fit
+    from xnn_support.data import creatures
+    torch.set_num_threads(1)
+    ds = creatures(64, 32, seed=0)
+    r = fit("vgg_small", ds, None, model_config={"width": 0.25}, epochs=2, batch_size=16, progress=False, seed=0)
+    q.put((r.from_cache, r.key, sum(float(p.sum()) for p in r.model.state_dict().values())))
+
+
+def test_two_processes_training_one_key_train_it_once(tmp_path):
+    """Two workers asking the cache for the same model at once: one trains, the other waits and loads
+    the entry (same weights); the cache holds one sound entry and no lock file afterwards."""
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    ps = [ctx.Process(target=_fit_same_key, args=(str(tmp_path / "cache"), q)) for _ in range(2)]
+    for p in ps:
+        p.start()
+    got = [q.get(timeout=300) for _ in ps]
+    for p in ps:
+        p.join(60)
+    assert sorted(g[0] for g in got) == [False, True], got  # trained once, loaded once
+    assert got[0][1] == got[1][1] and got[0][2] == got[1][2]
+    assert len(list((tmp_path / "cache" / "train").glob("*.pt"))) == 1
+    assert list((tmp_path / "cache").glob(".*.lock")) == []
