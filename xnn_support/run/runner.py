@@ -46,6 +46,7 @@ from .guard import (Interrupts, RunInterrupted, RunLocked, TrackedKernelManager,
 from .integrity import (file_digest, incomplete_cells, marker_digest, output_problem, paths, read_marker,  # noqa: F401
                         read_metrics)
 from .report import write_report
+from .exercise import widget_notebook
 import nbformat
 import sys
 import papermill as pm
@@ -67,13 +68,16 @@ def _source_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def inputs_hash(info: NotebookInfo, params: Dict[str, Any]) -> str:
-    """Hash of what determines a run's result: notebook bytes, parameters, package version/source."""
+def inputs_hash(info: NotebookInfo, params: Dict[str, Any], *, widgets: bool = False) -> str:
+    """Hash of what determines a run's result: notebook bytes, parameters, package version/source (and
+    whether the widget cells were exercised)."""
     h = hashlib.sha256()
     h.update(info.path.read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     h.update(__version__.encode())
     h.update(_source_hash().encode())
+    if widgets:
+        h.update(b"+widgets")
     return h.hexdigest()
 
 
@@ -131,12 +135,13 @@ def _source_index(path: Path, source: str, fallback):
 
 
 def _execute(info: NotebookInfo, params, partial: Path, out_dir: Path, *, kernel, progress_bar, timeout,
-             state: Interrupts) -> Optional[Dict[str, Any]]:
-    """Run papermill into ``partial`` (in a worker thread, see :func:`~.guard.run_interruptible`); the
-    error dict of a failed run, None for a run that ended; :class:`RunInterrupted` on a signal."""
+             state: Interrupts, source: Optional[Path] = None) -> Optional[Dict[str, Any]]:
+    """Run papermill on ``source`` (default the notebook) into ``partial`` (in a worker thread, see
+    :func:`~.guard.run_interruptible`); the error dict of a failed run, None for a run that ended;
+    :class:`RunInterrupted` on a signal."""
     def work():
         with _stderr_to(out_dir / f".{info.name}.kernel.log", enabled=not progress_bar):
-            pm.execute_notebook(str(info.path), str(partial), parameters=params, kernel_name=kernel,
+            pm.execute_notebook(str(source or info.path), str(partial), parameters=params, kernel_name=kernel,
                                 progress_bar=progress_bar, cwd=str(out_dir), execution_timeout=timeout,
                                 kernel_manager_class=TrackedKernelManager)
     try:
@@ -172,17 +177,24 @@ def _check_output(info: NotebookInfo, out: Path, ledger: Path) -> Optional[Dict[
 
 def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel: str = KERNEL,
                  progress_bar: bool = False, timeout: Optional[int] = None,
-                 state: Optional[Interrupts] = None) -> RunResult:
+                 state: Optional[Interrupts] = None, widgets: bool = False) -> RunResult:
     """Execute one notebook into ``out_dir``; never raises for a notebook failure (see status). A
     SIGTERM/SIGINT raises :class:`RunInterrupted` and leaves only partial names (no marker). The caller
-    holds the folder's lock (:func:`~.guard.out_lock`), as ``xnn run`` and :func:`reproduce` do."""
+    holds the folder's lock (:func:`~.guard.out_lock`), as ``xnn run`` and :func:`reproduce` do.
+    ``widgets``: also run the ``skip-execution`` widget cells, each followed by
+    :func:`~.exercise.exercise` (every control moved through two values; the run fails if one changes
+    nothing or raises)."""
     out_dir = out_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = coerce_params(info, params)
     out, partial, ledger, marker, part_ledger = paths(out_dir, info.name)
     for p in (marker, ledger, out, partial, part_ledger):  # the marker goes first: from here on, not complete
         p.unlink(missing_ok=True)
-    key = inputs_hash(info, params)
+    key = inputs_hash(info, params, widgets=widgets)
+    source = None
+    if widgets:
+        source = out_dir / f".{info.name}.widgets.ipynb"
+        widget_notebook(info.path, source)
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     old_env = {k: os.environ.get(k) for k in ("XNN_LEDGER", "MPLBACKEND", "XNN_QUIET")}
@@ -193,8 +205,10 @@ def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel:
         with contextlib.ExitStack() as stack:
             st = state if state is not None else stack.enter_context(interrupts())
             error = _execute(info, params, partial, out_dir, kernel=kernel, progress_bar=progress_bar,
-                             timeout=timeout, state=st)
+                             timeout=timeout, state=st, source=source)
     finally:
+        if source is not None:
+            source.unlink(missing_ok=True)
         for k, v in old_env.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -247,7 +261,8 @@ def check_run_params(cat: List[NotebookInfo], params: Optional[Dict[str, Any]], 
 
 def reproduce(*, profile: str = "default", only: Optional[Sequence[str]] = None, out_dir="runs",
               resume: bool = False, notebooks_dir=None, params: Optional[Dict[str, Any]] = None,
-              seed: Optional[int] = None, log=print, progress_bar: bool = False) -> List[RunResult]:
+              seed: Optional[int] = None, log=print, progress_bar: bool = False,
+              widgets: bool = False) -> List[RunResult]:
     """Run every (or the ``only``) notebook in order with ``profile``; write the report. Holds the
     folder's lock; a SIGTERM/SIGINT writes the report of what finished and raises :class:`RunInterrupted`."""
     if profile not in PROFILES:
@@ -261,7 +276,7 @@ def reproduce(*, profile: str = "default", only: Optional[Sequence[str]] = None,
             for k, info in enumerate(cat, 1):
                 state.check()
                 results.append(_one(info, k, len(cat), profile, params, seed, out_dir, resume, log, progress_bar,
-                                    state))
+                                    state, widgets))
         finally:
             write_report(out_dir, profile=profile, notebooks_dir=notebooks_dir)
     return results
@@ -280,12 +295,12 @@ def notebook_params(info: NotebookInfo, profile: str, params: Optional[Dict[str,
     return coerce_params(info, p)
 
 
-def _one(info, k, n, profile, params, seed, out_dir, resume, log, progress_bar, state) -> RunResult:
+def _one(info, k, n, profile, params, seed, out_dir, resume, log, progress_bar, state, widgets=False) -> RunResult:
     """One notebook of :func:`reproduce`: skipped when ``resume`` finds its outputs sound, else run."""
     p = notebook_params(info, profile, params, seed)
     head = f"[{k}/{n}] {info.name}"
     if resume:
-        problem = output_problem(info, inputs_hash(info, p), out_dir)
+        problem = output_problem(info, inputs_hash(info, p, widgets=widgets), out_dir)
         if problem is None:
             m = read_marker(out_dir, info.name) or {}
             log(f"{head}: done earlier ({m.get('duration', 0):.1f} s), skipped (--resume)")
@@ -295,6 +310,6 @@ def _one(info, k, n, profile, params, seed, out_dir, resume, log, progress_bar, 
         if read_marker(out_dir, info.name) is not None or (out_dir / f"{info.name}.ipynb").exists():
             log(f"{head}: earlier output not reusable ({problem}); running it again")
     log(f"{head}: running (profile {profile}, expected {info.runtime.get(profile, '?')}) ...")
-    r = run_notebook(info, p, out_dir, progress_bar=progress_bar, state=state)
+    r = run_notebook(info, p, out_dir, progress_bar=progress_bar, state=state, widgets=widgets)
     log(f"{head}: {r.status} in {r.duration:.1f} s" + ("" if r.status == "ok" else f"  -- {r.describe_error()}"))
     return r
