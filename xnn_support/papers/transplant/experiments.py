@@ -42,7 +42,7 @@ from .method import cached_features, transplant
 from .network import (TASKS, CategoryModule, ClassTask, FixedLinear, SegTask, TransplantNet, freeze,
                       make_adapter, perturbed_adapter, planted_map)
 
-__all__ = ["CATEGORIES", "NEW", "DISTILL", "make_data", "build_networks", "transplant_seed", "summarise",
+__all__ = ["CATEGORIES", "NEW", "DISTILL", "make_data", "build_networks", "transplant_seed", "recovery_effects", "summarise",
            "per_seed", "headline", "JointTasks", "joint_loss", "joint_inputs"]
 
 CATEGORIES = ("bird", "quadruped", "wheels")
@@ -290,3 +290,20 @@ def headline(runs: pd.DataFrame, task: str, teacher: str, method: str = "back_di
     kk = k_ref if (d.K == k_ref).any() else d.K.max()
     d = d[d.K == kk].set_index("seed").score
     return pd.DataFrame({"zero_shot": zero, f"direct_K{kk}": d, "difference": zero - d}).reset_index()
+
+
+def recovery_effects(runs: pd.DataFrame, task: str = "cls") -> pd.DataFrame:
+    """Per seed (recovery study, planted): the recovery error of each method at the fewest and the most unlabelled
+    images, and the effects the claims read: output distillation's error minus back-distillation's
+    (``od_minus_bd``) and minus option C's (``od_minus_gradient``) at the fewest images (> 0: gradient matching
+    pins the adapter better)."""
+    sel = runs[(runs.study == "recovery") & (runs.task == task)]
+    lo, hi = sel.N_u.min(), sel.N_u.max()
+    out = {}
+    for (m, nu), grp in sel[sel.N_u.isin([lo, hi])].groupby(["method", "N_u"]):
+        out[f"{m}/N{'min' if nu == lo else 'max'}"] = grp.set_index("seed").recovery
+    df = pd.DataFrame(out)
+    df["od_minus_bd"] = df["output_distillation/Nmin"] - df["back_distillation/Nmin"]
+    if "gradient/Nmin" in df:
+        df["od_minus_gradient"] = df["output_distillation/Nmin"] - df["gradient/Nmin"]
+    return df.reset_index()
