@@ -86,7 +86,7 @@ def _cmd_run(args) -> int:
     print(f"{info.name}: running with {params or 'default parameters'} -> {out}")
     with out_lock(out):
         try:
-            r = run_notebook(info, params, out, progress_bar=args.verbose, widgets=args.widgets)
+            r = run_notebook(info, params, out, progress_bar=args.verbose, widgets=args.widgets, html=args.html)
         finally:
             write_report(out, profile=params.get("profile"), notebooks_dir=args.notebooks)
     print(f"{info.name}: {r.status} in {r.duration:.1f} s; executed notebook {r.output}")
@@ -97,8 +97,8 @@ def _cmd_reproduce(args) -> int:
 
     only = args.only.split(",") if args.only is not None else None  # ",,," is refused by reproduce
     out = out_folder(args.out or f"runs/{args.profile}")
-    if args.cluster and args.widgets:
-        raise ParameterError("--widgets runs here, not on a cluster; drop --cluster or --widgets")
+    if args.cluster and (args.widgets or args.html):
+        raise ParameterError("--widgets and --html run here, not on a cluster; drop --cluster, or them")
     if args.cluster:
         results = reproduce_on_cluster(cluster=parse_cluster(args.cluster), profile=args.profile, only=only,
                                        out_dir=out, resume=args.resume, notebooks_dir=args.notebooks,
@@ -109,7 +109,7 @@ def _cmd_reproduce(args) -> int:
     _refuse_cluster_only(args)
     results = reproduce(profile=args.profile, only=only, out_dir=out, resume=args.resume,
                         notebooks_dir=args.notebooks, params=_params(args.param), seed=args.seed,
-                        progress_bar=args.verbose, widgets=args.widgets,
+                        progress_bar=args.verbose, widgets=args.widgets, html=args.html,
                         log=lambda s: print(s, flush=True))
     print(f"report: {out}/report.md and {out}/report.html")
     return _report_failures(results)
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--widgets", action="store_true",
                        help="also run the widget cells and move every control through two values (fails if a "
                             "control changes nothing or raises): a pre-flight check before a lecture")
+        p.add_argument("--html", action="store_true",
+                       help="also write OUT/NN_name.html, a static page of each executed notebook (no kernel needed)")
         common(p)
 
     def cluster_opts(p):

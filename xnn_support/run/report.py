@@ -16,7 +16,9 @@ import platform
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import nbformat
 import torch
+from nbconvert import HTMLExporter
 
 from ..core.version import __version__
 from ..core.ledger import atomic_write_text
@@ -99,7 +101,8 @@ def collect(out_dir, notebooks_dir=None) -> List[Dict[str, Any]]:
         keys = info.key_metrics if info else []
         key_metrics = [x for x in metrics if x["name"] in keys] or metrics[:3]
         rows.append({"name": name, "marker": m, "metrics": metrics, "key_metrics": key_metrics, "problem": problem,
-                     "title": info.title if info else name, "paper": info.paper if info else ""})
+                     "title": info.title if info else name, "paper": info.paper if info else "",
+                     "html": f"{name}.html" if (out_dir / f"{name}.html").exists() else None})
     return rows
 
 
@@ -147,6 +150,17 @@ def _claims_md(results: List[ClaimResult]) -> List[str]:
     return md
 
 
+def notebook_html(ipynb) -> Path:
+    """Write ``NN_name.html`` beside an executed notebook: a static page with its text, code and figures
+    (images embedded), readable without a kernel; return its path."""
+    ipynb = Path(ipynb)
+    nb = nbformat.read(str(ipynb), as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    target = ipynb.with_suffix(".html")
+    atomic_write_text(target, body)
+    return target
+
+
 def write_report(out_dir, *, profile: Optional[str] = None, notebooks_dir=None) -> Dict[str, Path]:
     """Write ``report.md`` and ``report.html`` into ``out_dir``; return their paths. Both open with the
     claims table (:func:`claim_results`), then one row per notebook, then every metric."""
@@ -168,7 +182,8 @@ def write_report(out_dir, *, profile: Optional[str] = None, notebooks_dir=None) 
             e = m["error"]
             status += f": cell {e.get('cell')}: {e.get('ename')}"
         km = "; ".join(f"{x['name']} = {_metric_text(x)}" for x in r["key_metrics"]) or "–"
-        md.append(f"| {r['name']} | {status} | {m.get('duration', 0):.1f} s | {km} | {m.get('output', '')} |")
+        static = f" ([static HTML]({r['html']}))" if r.get("html") else ""
+        md.append(f"| {r['name']} | {status} | {m.get('duration', 0):.1f} s | {km} | {m.get('output', '')}{static} |")
     for r in rows:
         md += ["", f"## {r['name']}: {r['title']}", ""]
         if r["paper"]:
@@ -234,8 +249,10 @@ def _html(title: str, rows: List[Dict[str, Any]], n_ok: int, claims: Optional[Li
             + (f" <span class='paper'>(paper {e(_fmt(x['paper']))})</span>" if x.get("paper") is not None else "")
             for x in r["key_metrics"]) or "–"
         link = e(m.get("output", ""))
+        static = r.get("html")
+        static = f" (<a href='{e(static)}'>static HTML</a>)" if static else ""
         out.append(f"<tr><td><a href='#{e(r['name'])}'>{e(r['name'])}</a></td><td class='{e(st)}'>{e(st_txt)}</td>"
-                   f"<td>{m.get('duration', 0):.1f} s</td><td>{km}</td><td><a href='{link}'>{link}</a></td></tr>")
+                   f"<td>{m.get('duration', 0):.1f} s</td><td>{km}</td><td><a href='{link}'>{link}</a>{static}</td></tr>")
     out.append("</table>")
     for r in rows:
         out.append(f"<h2 id='{e(r['name'])}'>{e(r['name'])}: {e(r['title'])}</h2>")

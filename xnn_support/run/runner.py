@@ -45,7 +45,7 @@ from .guard import (Interrupts, RunInterrupted, RunLocked, TrackedKernelManager,
                     out_lock, run_interruptible)
 from .integrity import (file_digest, incomplete_cells, marker_digest, output_problem, paths, read_marker,  # noqa: F401
                         read_metrics)
-from .report import write_report
+from .report import notebook_html, write_report
 from .exercise import widget_notebook
 import nbformat
 import sys
@@ -177,18 +177,18 @@ def _check_output(info: NotebookInfo, out: Path, ledger: Path) -> Optional[Dict[
 
 def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel: str = KERNEL,
                  progress_bar: bool = False, timeout: Optional[int] = None,
-                 state: Optional[Interrupts] = None, widgets: bool = False) -> RunResult:
+                 state: Optional[Interrupts] = None, widgets: bool = False, html: bool = False) -> RunResult:
     """Execute one notebook into ``out_dir``; never raises for a notebook failure (see status). A
     SIGTERM/SIGINT raises :class:`RunInterrupted` and leaves only partial names (no marker). The caller
     holds the folder's lock (:func:`~.guard.out_lock`), as ``xnn run`` and :func:`reproduce` do.
     ``widgets``: also run the ``skip-execution`` widget cells, each followed by
     :func:`~.exercise.exercise` (every control moved through two values; the run fails if one changes
-    nothing or raises)."""
+    nothing or raises). ``html``: also write ``NN_name.html``, a static page of the executed notebook."""
     out_dir = out_folder(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = coerce_params(info, params)
     out, partial, ledger, marker, part_ledger = paths(out_dir, info.name)
-    for p in (marker, ledger, out, partial, part_ledger):  # the marker goes first: from here on, not complete
+    for p in (marker, ledger, out, partial, part_ledger, out.with_suffix(".html")):  # marker first: not complete
         p.unlink(missing_ok=True)
     key = inputs_hash(info, params, widgets=widgets)
     source = None
@@ -221,6 +221,8 @@ def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel:
         os.replace(part_ledger, ledger)
     if error is None:
         error = _check_output(info, out, ledger)
+    if html and out.exists():
+        notebook_html(out)  # derived from the notebook, so written before the marker that vouches for it
     status = "ok" if error is None else "failed"
     m = json.loads(json.dumps({
         "name": info.name, "status": status, "inputs": key, "params": params, "duration": duration,
@@ -262,7 +264,7 @@ def check_run_params(cat: List[NotebookInfo], params: Optional[Dict[str, Any]], 
 def reproduce(*, profile: str = "default", only: Optional[Sequence[str]] = None, out_dir="runs",
               resume: bool = False, notebooks_dir=None, params: Optional[Dict[str, Any]] = None,
               seed: Optional[int] = None, log=print, progress_bar: bool = False,
-              widgets: bool = False) -> List[RunResult]:
+              widgets: bool = False, html: bool = False) -> List[RunResult]:
     """Run every (or the ``only``) notebook in order with ``profile``; write the report. Holds the
     folder's lock; a SIGTERM/SIGINT writes the report of what finished and raises :class:`RunInterrupted`."""
     if profile not in PROFILES:
@@ -276,7 +278,7 @@ def reproduce(*, profile: str = "default", only: Optional[Sequence[str]] = None,
             for k, info in enumerate(cat, 1):
                 state.check()
                 results.append(_one(info, k, len(cat), profile, params, seed, out_dir, resume, log, progress_bar,
-                                    state, widgets))
+                                    state, widgets, html))
         finally:
             write_report(out_dir, profile=profile, notebooks_dir=notebooks_dir)
     return results
@@ -295,7 +297,8 @@ def notebook_params(info: NotebookInfo, profile: str, params: Optional[Dict[str,
     return coerce_params(info, p)
 
 
-def _one(info, k, n, profile, params, seed, out_dir, resume, log, progress_bar, state, widgets=False) -> RunResult:
+def _one(info, k, n, profile, params, seed, out_dir, resume, log, progress_bar, state, widgets=False,
+         html=False) -> RunResult:
     """One notebook of :func:`reproduce`: skipped when ``resume`` finds its outputs sound, else run."""
     p = notebook_params(info, profile, params, seed)
     head = f"[{k}/{n}] {info.name}"
@@ -310,6 +313,6 @@ def _one(info, k, n, profile, params, seed, out_dir, resume, log, progress_bar, 
         if read_marker(out_dir, info.name) is not None or (out_dir / f"{info.name}.ipynb").exists():
             log(f"{head}: earlier output not reusable ({problem}); running it again")
     log(f"{head}: running (profile {profile}, expected {info.runtime.get(profile, '?')}) ...")
-    r = run_notebook(info, p, out_dir, progress_bar=progress_bar, state=state, widgets=widgets)
+    r = run_notebook(info, p, out_dir, progress_bar=progress_bar, state=state, widgets=widgets, html=html)
     log(f"{head}: {r.status} in {r.duration:.1f} s" + ("" if r.status == "ok" else f"  -- {r.describe_error()}"))
     return r
