@@ -1,7 +1,9 @@
 """Every notebook in notebooks/: committed without outputs, one typed parameters cell with profile
-and seed, metadata for `xnn list`; and each runs end to end with profile=smoke, every cell
-completed and its declared metrics in the ledger."""
+and seed, a "How to explore" cell naming its widgets, metadata for `xnn list`; and each runs end to
+end with profile=smoke, every cell completed (the widget cells too, every control exercised) and its
+declared metrics in the ledger."""
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -41,20 +43,29 @@ def test_committed_notebook_is_clean_and_conventional(path):
     assert assigned <= set(pm.inspect_notebook(str(path))), "papermill cannot see some parameters"
     meta = nb.metadata.get("xnn", {})
     assert meta.get("title") and "smoke" in meta.get("runtime", {}) and isinstance(meta.get("metrics"), list)
+    used = []
     for c in code:
         if "skip-execution" in c.metadata.get("tags", []):
             assert "xnn_support.widgets" in c.source or "widgets." in c.source, "widget cells call xnn_support.widgets"
+            used += re.findall(r"widgets\.(\w+)\(", c.source)
+    if used:  # the notebook opens (right after its parameters) with a cell saying how to explore its widgets
+        explore = nb.cells[2]
+        assert explore.cell_type == "markdown" and explore.source.startswith("## How to explore"), \
+            "cell 3 must be a '## How to explore' markdown cell listing the widgets and what to try"
+        missing = [f for f in used if f"widgets.{f}" not in explore.source]
+        assert not missing, f"'How to explore' does not mention {missing}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("info", catalog(ROOT / "notebooks") if NOTEBOOKS else [], ids=lambda i: i.name)
 def test_notebook_runs_in_smoke_profile(info, tmp_path):
-    r = run_notebook(info, {"profile": "smoke"}, tmp_path)
+    # widget cells run too, each control moved through two values (xnn run --widgets)
+    r = run_notebook(info, {"profile": "smoke"}, tmp_path, widgets=True)
     assert r.status == "ok", r.describe_error()
     assert read_marker(tmp_path, info.name)["status"] == "ok"
     nb = nbformat.read(r.output, as_version=4)
     for c in nb.cells:
-        if c.cell_type == "code" and "skip-execution" not in c.metadata.get("tags", []):
+        if c.cell_type == "code":
             assert c.metadata["papermill"]["status"] == "completed"
     names = {m["name"] for m in json.loads(Path(r.ledger).read_text())["metrics"]}
     assert set(info.metrics) <= names, f"declared metrics missing: {set(info.metrics) - names}"

@@ -63,14 +63,17 @@ def consistency_explorer(images, layers, *, n_channels: int = 8):
     over the image, all parts on one scale, and its first channels.
 
     ``layers``: ``{name: (feat_b, decomposition)}`` with held-out features of B and their
-    :class:`~xnn_support.consistency.Decomposition` (e.g. ``row["eval"]`` of
+    :class:`~xnn_support.consistency.Decomposition`, or ``{name: decomposition}`` (x_B is then the sum
+    of its parts), e.g. ``row["eval"]`` of
     :func:`~xnn_support.consistency_experiments.consistency_by_layer`), for ``images``.
     """
 
 
     names = list(layers)
     if not names:
-        raise ValueError("layers is empty: pass {name: (feat_b, decomposition)}")
+        raise ValueError("layers is empty: pass {name: (feat_b, decomposition)} or {name: decomposition}")
+    # a bare Decomposition carries x_B too: x_B = sum of its components + residual
+    layers = {n: (v.g + v.residual, v) if hasattr(v, "components") else tuple(v) for n, v in layers.items()}
     k_max = len(layers[names[0]][1].components)
     options = ["x_B"] + [f"order {k}" for k in range(k_max)] + ["residual"]
 
@@ -99,7 +102,8 @@ def discarding_explorer(model, images, layers, *, fg_mask=None, grid: int = 8, s
 
     def update(index=0, layer=list(layers)[-1], lam=float(lams[len(lams) // 2])):
         key = (index, lam)
-        if key not in cache:
+        if key not in cache:  # progress while sigma is optimised (the figure replaces this line)
+            print(f"optimising sigma for image {index}, lambda {lam}: {steps} steps x {samples} samples ...", flush=True)
             cache[key] = discarding.pixel_information(model, images[index:index + 1], list(layers), grid=grid,
                                                       steps=steps, lam=lam, samples=samples, config=config,
                                                       constraint=None, seed=seed)
@@ -109,7 +113,9 @@ def discarding_explorer(model, images, layers, *, fg_mask=None, grid: int = 8, s
                                title=f"image {index}, {layer}, lambda {lam}: H = {float(info.entropy[0]):.3f}, "
                                      f"F = {float(info.F[0]):.2f}"))
 
-    return w.interact(update, index=w.IntSlider(0, 0, len(images) - 1), layer=w.Dropdown(options=list(layers)),
+    # the image slider recomputes only when released (continuous_update=False): dragging stays responsive
+    return w.interact(update, index=w.IntSlider(0, 0, len(images) - 1, continuous_update=False),
+                      layer=w.Dropdown(options=list(layers)),
                       lam=w.Dropdown(options=[float(v) for v in lams], value=float(lams[len(lams) // 2])))
 
 
@@ -241,6 +247,7 @@ def rotation_explorer(models, cloud, *, steps: int = 60, samples: int = 4, seed:
 
 
     def update(theta=0.0, phi=0.0, alpha=0.0):
+        print(f"optimising point sigma of {len(models)} model(s): {steps} steps x {samples} samples ...", flush=True)
         R = rodrigues(theta, phi, alpha).unsqueeze(0)
         ents = {name: point_sigma(m, cloud.unsqueeze(0), rotations=R, steps=steps, samples=samples,
                                   seed=seed).entropy for name, m in models.items()}

@@ -111,8 +111,11 @@ class _Recorder:
         return len(self.shown), len(self.stdout.getvalue())
 
     def since(self, mark: Tuple[int, int]) -> Tuple[str, ...]:
+        """What was displayed since ``mark``: the figures and tables, or, if none, the printed text (a
+        progress line printed before a figure does not count as a change)."""
+        shown = tuple(self.shown[mark[0]:])
         text = self.stdout.getvalue()[mark[1]:]
-        return tuple(self.shown[mark[0]:]) + ((hashlib.sha256(text.encode()).hexdigest()[:16],) if text else ())
+        return shown or ((hashlib.sha256(text.encode()).hexdigest()[:16],) if text else ())
 
 
 @contextlib.contextmanager
