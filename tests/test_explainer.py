@@ -228,3 +228,26 @@ def test_figures(planted):
                                progress=False, cache=False)
     fig = viz.explainer_tracks(net, data["test"].images[:3])
     assert isinstance(fig, matplotlib.figure.Figure)
+
+
+def test_two_target_layers_and_their_replacement(small):
+    perf, x = small
+    net = ex.fit_explainer_net(perf, x, X.LAYER, ["features.20", X.TARGET], epochs=1, seed=0, progress=False,
+                               cache=False)
+    rec = net.reconstruct(x[:3])
+    assert set(rec) == {"features.20", X.TARGET} and rec["features.20"].shape == (3, 64, 8, 8)
+    assert set(net.variances) == set(rec) and all(v > 0 for v in net.variances.values())
+    ref = perf(x[:3])
+    with net.replaced([X.TARGET]):
+        out = perf(x[:3])
+    assert out.shape == ref.shape and not torch.equal(out, ref)
+    torch.testing.assert_close(perf(x[:3]), ref)        # hooks gone
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_follows_the_performer(small):
+    perf, x = small
+    perf = copy.deepcopy(perf).cuda()
+    net = ex.fit_explainer_net(perf, x, X.LAYER, X.TARGET, epochs=1, seed=0, progress=False, cache=False)
+    assert next(net.explainer.parameters()).is_cuda
+    assert net.reconstruct(x[:2])[X.TARGET].device.type == "cpu"

@@ -70,11 +70,12 @@ def filters_table(net, performer, test, *, top_n: int = 100) -> pd.DataFrame:
 
 
 def performer_seed(seed: int, *, n: int, epochs: int, ex_epochs: int, modes: Sequence[str] = ("code",),
-                   layers: Sequence[str] = (), top_n: int = 100, lambda_p: Optional[float] = None,
-                   progress: bool = False) -> Dict[str, Any]:
+                   layers: Sequence[str] = (), baseline: bool = True, top_n: int = 100,
+                   lambda_p: Optional[float] = None, progress: bool = False) -> Dict[str, Any]:
     """One seed of spec 7 (A) (module docstring): an explainer of :data:`LAYER` per filter-loss mode in ``modes``,
-    and one (``code`` mode) of each further layer in ``layers`` (e.g. :data:`LOW_LAYER`: p per layer), every one
-    reconstructing :data:`TARGET`. Returns ``nets`` (one row per explainer), ``filters`` (per explainer and filter
+    with ``baseline`` the same encoder-decoder without interpretability (mode ``"ordinary"``: no mask, no filter
+    loss, no prior: what reconstruction alone costs), and one (``code`` mode) of each further layer in ``layers``
+    (e.g. :data:`LOW_LAYER`: p per layer), every one reconstructing :data:`TARGET`. Returns ``nets`` (one row per explainer), ``filters`` (per explainer and filter
     set), the performer, the data and the explainers ((layer, mode) -> ExplainerNet)."""
     data = make_data(n, seed)
     performer, acc = train_performer(data, seed, epochs=epochs)
@@ -83,9 +84,11 @@ def performer_seed(seed: int, *, n: int, epochs: int, ex_epochs: int, modes: Seq
     test_t = cache_features(performer, test.images, [TARGET])
     kw = dict(EXPLAINER, **({} if lambda_p is None else {"lambda_p": lambda_p}))
     rows, frows, nets = [], [], {}
-    for layer, mode in [(LAYER, m) for m in modes] + [(lay, "code") for lay in layers if lay != LAYER]:
+    settings = [(LAYER, m) for m in modes if m != "ordinary"] + [(LAYER, "ordinary")] * bool(baseline)
+    for layer, mode in settings + [(lay, "code") for lay in layers if lay != LAYER]:
         net = fit_explainer_net(performer, train.images, layer, TARGET, epochs=ex_epochs, seed=seed, mode=mode,
-                                features=feats, progress=progress, num_threads=1, **kw)
+                                features=feats, progress=progress, num_threads=1,
+                                **dict(kw, lambda_p=0.0) if mode == "ordinary" else kw)
         err = M.reconstruction_error(net.reconstruct(test.images), {TARGET: test_t[TARGET]})[TARGET]
         rep = M.replacement_accuracy(net, test.images, test.labels)
         rows.append(dict(seed=seed, layer=layer, mode=mode, p=net.p, recon_error=err, performer_acc=acc, **rep,
