@@ -251,3 +251,19 @@ def test_device_follows_the_performer(small):
     net = ex.fit_explainer_net(perf, x, X.LAYER, X.TARGET, epochs=1, seed=0, progress=False, cache=False)
     assert next(net.explainer.parameters()).is_cuda
     assert net.reconstruct(x[:2])[X.TARGET].device.type == "cpu"
+
+
+def test_helpers_refuse_bad_arguments(planted):
+    _, _, blocks, _ = planted
+    with pytest.raises(ValueError, match="a must be"):
+        planted_target(blocks, 1.5)
+    m = _Trivial()
+    with pytest.raises(KeyError, match="closest valid names"):
+        with ex.replaced_forward(m, "body.7", {"up": lambda f: f}):
+            pass
+    with pytest.raises(ValueError, match="shape"):
+        with ex.replaced_forward(m, "body.1", {"up": lambda f: f[:, :2]}):
+            m(torch.rand(2, 3, 8, 8))
+    assert not m.up._forward_hooks and not m.body[1]._forward_hooks
+    with pytest.raises(ValueError, match="channels"):
+        TrackNorm(0)
