@@ -196,6 +196,10 @@ def test_fit_explainer_net_is_cached_and_deterministic(small, tmp_path, monkeypa
     a = ex.fit_explainer_net(perf, x, X.LAYER, X.TARGET, epochs=1, seed=3, progress=False)
     b = ex.fit_explainer_net(perf, x, X.LAYER, X.TARGET, epochs=1, seed=3, progress=False)
     assert not a.from_cache and b.from_cache and a.p == b.p
+    c = ex.fit_explainer_net(perf, x, X.LAYER, X.TARGET, epochs=1, seed=3, progress=False, cache=False)
+    assert c.p == a.p                                    # same seed, same CPU: the same explainer
+    d = ex.fit_explainer_net(perf, x, X.LAYER, X.TARGET, epochs=1, seed=4, progress=False, cache=False)
+    assert d.p != a.p
     torch.testing.assert_close(a.reconstruct(x[:4])[X.TARGET], b.reconstruct(x[:4])[X.TARGET])
 
 
