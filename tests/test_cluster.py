@@ -197,12 +197,15 @@ def test_reproduce_on_cluster_writes_the_same_layout_as_reproduce(tmp_path):
                                                                         "record('o/v', 1.5)"], metrics=["o/v"])
     out = tmp_path / "out"
     r = subprocess.run(XNN + ["reproduce", "--profile", "smoke", "--notebooks", str(d), "--cluster", "local:2",
-                              "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, XNN_QUIET="1"))
+                              "--out", str(out), "--profile-time"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, XNN_QUIET="1"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for name in ("00_toy", "01_other"):
         assert json.loads((out / f"{name}.run.json").read_text())["status"] == "ok"
     assert "2/2 notebooks completed" in (out / "report.md").read_text()
+    prof = pd.read_csv(out / "time_profile.csv")  # --profile-time: every executed cell, timed
+    assert set(prof["notebook"]) == {"00_toy", "01_other"} and (prof["seconds"] >= 0).all()
+    assert "| all |" in (out / "time_profile.md").read_text()
     r = subprocess.run(XNN + ["reproduce", "--profile", "smoke", "--notebooks", str(d), "--cluster", "local:2",
                               "--out", str(out), "--resources", "gpu=1"], cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env=dict(os.environ, XNN_QUIET="1"))
@@ -252,3 +255,12 @@ def test_two_processes_training_one_key_train_it_once(tmp_path):
     assert got[0][1] == got[1][1] and got[0][2] == got[1][2]
     assert len(list((tmp_path / "cache" / "train").glob("*.pt"))) == 1
     assert list((tmp_path / "cache").glob(".*.lock")) == []
+
+
+def test_time_profile_categories():
+    from xnn_support.run.timing import categorise
+    assert categorise("import torch\nSIZES = {}") == "setup"
+    assert categorise("r = fit('vgg_small', tr)\nviz.training_curves(r)") == "training"
+    assert categorise("viz.image_grid(ds)") == "figures"
+    assert categorise("rows = X.run_study(cfg)") == "method"
+    assert categorise("widgets.tree_walker(t, x)") == "widgets"

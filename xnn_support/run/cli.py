@@ -31,6 +31,7 @@ from .runner import ParameterError, RunInterrupted, RunLocked, out_lock
 from .guard import out_folder
 from .cluster import parse_cluster, parse_resources
 from .sweep import parse_grid, reproduce_on_cluster, sweep
+from .timing import write_time_profile
 
 __all__ = ["main"]
 
@@ -104,6 +105,7 @@ def _cmd_reproduce(args) -> int:
                                        out_dir=out, resume=args.resume, notebooks_dir=args.notebooks,
                                        params=_params(args.param), seed=args.seed, **_cluster_opts(args),
                                        log=lambda s: print(s, flush=True))
+        _time_profile(args, out)
         print(f"report: {out}/report.md and {out}/report.html")
         return _report_failures(results)
     _refuse_cluster_only(args)
@@ -111,8 +113,14 @@ def _cmd_reproduce(args) -> int:
                         notebooks_dir=args.notebooks, params=_params(args.param), seed=args.seed,
                         progress_bar=args.verbose, widgets=args.widgets, html=args.html,
                         log=lambda s: print(s, flush=True))
+    _time_profile(args, out)
     print(f"report: {out}/report.md and {out}/report.html")
     return _report_failures(results)
+
+
+def _time_profile(args, out) -> None:
+    if args.profile_time:
+        print(f"time profile: {write_time_profile(out)}")
 
 
 def _cluster_opts(args) -> dict:
@@ -219,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["smoke", "default", "paper"], default="default")
     p.add_argument("--only", default=None, help="comma-separated ids or names, e.g. 01,04")
     p.add_argument("--resume", action="store_true", help="skip notebooks already complete with the same inputs")
+    p.add_argument("--profile-time", action="store_true",
+                   help="also write OUT/time_profile.md: seconds per notebook, category and slowest cells")
     run_opts(p)
     cluster_opts(p)
     p.set_defaults(fn=_cmd_reproduce)
