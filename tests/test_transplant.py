@@ -216,7 +216,7 @@ def test_transplant_runs_on_cuda(planted64):
     fp, g, t = (nn.Sequential(p["f"], FixedLinear(p["M"])).to(dev), p["g"].to(dev), p["teacher"].to(dev))
     h, _ = TP.transplant(fp, g, t, p["images"], steps=3, progress=False)
     assert h.weight.device.type == "cuda"
-    for m in (p["f"], p["g"]):
+    for m in (p["f"], p["g"], p["teacher"]):
         m.cpu()
 
 

@@ -70,10 +70,12 @@ def _mean_sd(df: pd.DataFrame, by: str, col: str):
 
 def transplant_score_curves(runs: pd.DataFrame, refs: Optional[pd.DataFrame] = None, *,
                             tasks: Optional[Sequence[str]] = None, teachers: Optional[Sequence[str]] = None,
-                            title: Optional[str] = None):
+                            col: str = "score", title: Optional[str] = None):
     """Score on the new category against the number K of annotated images, one panel per (task, teacher): the
     direct and back-distillation + direct curves over K, each distillation method at K = 0 with the most
-    unlabelled images (a marker with its sd), the teacher (dashed) and the identity adapter (dotted)."""
+    unlabelled images (a marker with its sd), the teacher (dashed) and the identity adapter (dotted). ``col``:
+    ``"score"`` or another column of ``runs`` (e.g. ``"gap"``, the teacher-student gap, log scale); a panel
+    without runs says so."""
     runs = runs[runs.study == "curve"] if "study" in runs else runs
     tasks = list(tasks) if tasks is not None else list(dict.fromkeys(runs.task))
     teachers = list(teachers) if teachers is not None else list(dict.fromkeys(runs.teacher))
@@ -88,21 +90,25 @@ def transplant_score_curves(runs: pd.DataFrame, refs: Optional[pd.DataFrame] = N
                 if d.empty:
                     continue
                 if m in ("direct", "back_distillation+direct"):
-                    k, mu, sd = _mean_sd(d, "K", "score")
+                    k, mu, sd = _mean_sd(d, "K", col)
                     ax.errorbar(k, mu, sd, color=st["color"], marker=st["marker"], ls=st.get("ls", "-"),
                                 label=st["label"], capsize=2, ms=4)
                 else:
                     d = d[(d.K == 0) & (d.N_u == d.N_u.max())]
-                    ax.errorbar([0], [d.score.mean()], [d.score.std() if len(d) > 1 else 0], color=st["color"],
+                    ax.errorbar([0], [d[col].mean()], [d[col].std() if len(d) > 1 else 0], color=st["color"],
                                 marker=st["marker"], ls="none", label=f"{st['label']}, K=0", capsize=2, ms=6)
-            if refs is not None and len(refs):
+            if sel.empty:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+            if col == "score" and refs is not None and len(refs):
                 r = refs[(refs.task == task) & (refs.teacher == teacher)]
                 for lab, ls in (("teacher", "--"), ("identity adapter", ":")):
                     v = r[r.model == lab].score
                     if len(v):
                         ax.axhline(v.mean(), color="black", ls=ls, lw=1, label=lab)
             ax.set_xlabel("K annotated images of the new category")
-            ax.set_ylabel(SCORE.get(task, "score"))
+            ax.set_ylabel(SCORE.get(task, "score") if col == "score" else col)
+            if col == "gap" and not sel.empty:
+                ax.set_yscale("log")
             ax.set_title(f"{task}, {teacher} teacher", fontsize=10)
             ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc="lower right")
