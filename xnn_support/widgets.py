@@ -289,3 +289,30 @@ def tree_walker(tree, images, x, g, A, part_names: Sequence[str], *, y=None):
     dep.observe(update, "value")
     update()
     return w.VBox([w.HBox([idx, dep]), out])
+
+
+# --- 10: evaluating attribution maps ---
+__all__ += ["coherency_explorer"]
+
+
+def coherency_explorer(maps, images=None):
+    """Interactive (ipywidgets): pick a method, a transform and an image; see the map before and after the
+    function-preserving transform on the original's colour scale. ``maps``: the ``{"original" | kind: {method:
+    (B, h, w)}}`` of ``coherency_table(..., return_maps=True)``; draws through :func:`xnn_support.viz.maps_before_after`."""
+    out = w.Output()
+    kinds = [k for k in maps if k != "original"]
+    meth = w.Dropdown(options=list(maps["original"]), description="method")
+    kind = w.Dropdown(options=kinds, description="transform")
+    n = len(next(iter(maps["original"].values())))
+    idx = w.IntSlider(0, 0, max(0, n - 1), description="image")
+
+    def update(*_):
+        with out:
+            out.clear_output(wait=True)
+            sub = {"original": maps["original"], kind.value: maps[kind.value]}
+            display(viz.maps_before_after(sub, [meth.value], image=idx.value, images=images))
+
+    for c in (meth, kind, idx):
+        c.observe(update, "value")
+    update()
+    return w.VBox([w.HBox([meth, kind, idx]), out])
