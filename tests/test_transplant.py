@@ -202,6 +202,8 @@ def test_entry_point_contract_and_argument_checks(planted64):
             TP.transplant(p["fp"], p["g"], p["teacher"], p["images"], progress=False, **kw)
     with pytest.raises(ValueError, match="teacher"):
         TP.transplant(p["fp"], p["g"], None, p["images"], progress=False)
+    with pytest.raises(ValueError, match="teacher.*shape"):
+        TP.transplant(p["fp"], p["g"], nn.Sequential(p["teacher"], nn.Flatten(0)), p["images"], progress=False)
     with pytest.raises(ValueError, match="images"):
         TP.transplant(p["fp"], p["g"], p["teacher"], p["images"][0], progress=False)
     h, _ = TP.transplant(p["fp"], p["g"], None, p["images"], method="direct", labels=torch.tensor([0, 1] * 3),

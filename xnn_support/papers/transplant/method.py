@@ -257,6 +257,11 @@ def transplant(category_module: nn.Module, task_module: nn.Module, teacher: Opti
     if teacher is not None and method != "direct":
         with torch.no_grad():
             s.out_shape = teacher(x[:1]).shape[1:]
+            got = task_module(h(x[:1])).shape[1:]
+        if got != s.out_shape:
+            raise V.fail("teacher", f"a module whose output has the task module's shape {tuple(got)}",
+                         V.Shown(f"output shape {tuple(s.out_shape)}"),
+                         "pass the teacher's upper part g' (f's features -> the same task output as task_module)")
     history: List[Dict[str, float]] = []
     try:
         for step in _progress(range(1, total + 1), desc=f"transplant ({method})", disable=not progress, unit="step"):
