@@ -44,7 +44,7 @@ def transplant_diagram(title: Optional[str] = "the generic network and one trans
         out, _ = _box(ax, (0.2, y), name, col)
         for tname, ty in tasks:
             new = "bird" in name
-            mid = (3.4, (y + ty) / 2 + (0.15 if tname.startswith("g_cls") else -0.15))
+            mid = ((out[0] + t_in[tname][0]) / 2, (out[1] + t_in[tname][1]) / 2)
             if new:
                 ax.text(mid[0], mid[1], "h", color="#d62728", fontsize=11, ha="center", va="center",
                         bbox=dict(fc="white", ec="#d62728"))
