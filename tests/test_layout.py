@@ -156,6 +156,8 @@ NAMED = [  # entry points named in earlier issues, at the path the issue gave
     ("xnn_support.papers.discarding", "pixel_information"), ("xnn_support.papers.icnn", "location_instability"),
     ("xnn_support.papers.graph", "mine"), ("xnn_support.papers.semantic", "fit_explainer"),
     ("xnn_support.papers.consistency", "fit_consistency"), ("xnn_support.papers.pointcloud", "attack"),
+    ("xnn_support.papers.explainer", "fit_explainer_net"),
+    ("xnn_support.papers.transplant", "transplant"),
     ("xnn_support.papers.attribution", "reparameterise"), ("xnn_support.papers.attribution", "coherency_table"),
 ]
 

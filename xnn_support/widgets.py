@@ -291,6 +291,32 @@ def tree_walker(tree, images, x, g, A, part_names: Sequence[str], *, y=None):
     return w.VBox([w.HBox([idx, dep]), out])
 
 
+# --- 09: network transplanting ---
+__all__ += ["transplant_explorer"]
+
+
+def transplant_explorer(runs, refs=None):
+    """Interactive (ipywidgets): pick a task, a teacher and what to plot (the score on the new category, or the
+    held-out teacher-student gap) against the number K of annotated images, every method; draws through
+    :func:`xnn_support.viz.transplant_score_curves` on the study's tables."""
+    out = w.Output()
+    task = w.Dropdown(options=list(dict.fromkeys(runs.task)), description="task")
+    teacher = w.Dropdown(options=list(dict.fromkeys(runs.teacher)), description="teacher")
+    value = w.ToggleButtons(options=["score", "gap"], description="plot")
+
+    def update(*_):
+        with out:
+            out.clear_output(wait=True)
+            fig = viz.transplant_score_curves(runs, refs, tasks=[task.value], teachers=[teacher.value], col=value.value)
+            display(fig)
+            plt.close(fig)
+
+    for c in (task, teacher, value):
+        c.observe(update, "value")
+    update()
+    return w.VBox([w.HBox([task, teacher]), value, out])
+
+
 # --- 10: evaluating attribution maps ---
 __all__ += ["coherency_explorer"]
 
