@@ -342,3 +342,27 @@ def coherency_explorer(maps, images=None):
         c.observe(update, "value")
     update()
     return w.VBox([w.HBox([meth, kind, idx]), out])
+
+
+# --- 08: explainer networks ---
+__all__ += ["explainer_filter_browser"]
+
+
+def explainer_filter_browser(net, images, *, k: int = 8):
+    """Interactive (ipywidgets): pick a track (interpretable / ordinary) and a filter of a fitted explainer
+    (:func:`xnn_support.papers.explainer.fit_explainer_net`); see its maps on its ``k`` top images. Draws
+    through :func:`xnn_support.viz.explainer_filter`."""
+    out = w.Output()
+    track = w.ToggleButtons(options=[("interpretable", "int"), ("ordinary", "ord")], description="track")
+    filt = w.IntSlider(0, 0, net.explainer.channels - 1, description="filter")
+    top = w.IntSlider(k, 2, 16, description="images")
+
+    def update(*_):
+        with out:
+            out.clear_output(wait=True)
+            _show(viz.explainer_filter(net, images, filt.value, track=track.value, k=top.value))
+
+    for c in (track, filt, top):
+        c.observe(update, "value")
+    update()
+    return w.VBox([w.HBox([track, filt, top]), out])

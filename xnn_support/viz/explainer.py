@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from ._base import _detached, _np_img
 
-__all__ = ["explainer_tracks", "explainer_filter", "explainer_p", "explainer_planted", "explainer_filters"]
+__all__ = ["explainer_tracks", "explainer_filter", "explainer_p", "explainer_planted", "explainer_filters",
+           "explainer_lambda_curve"]
 
 
 def _top_filters(z: torch.Tensor, k: int) -> list:
@@ -126,5 +127,24 @@ def explainer_filters(df: pd.DataFrame, *, cols: Sequence[str] = ("instability",
         ax.set_xticklabels(groups, rotation=25, ha="right", fontsize=8)
         ax.set_title(col.replace("_", " ") + (" (lower: more stable)" if col == "instability" else ""), fontsize=9)
     fig.suptitle(title or "interpretability of the explainer's filters vs the performer's", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+@_detached
+def explainer_lambda_curve(df: pd.DataFrame, *, title: Optional[str] = None):
+    """p (left) and held-out reconstruction error (right) against the prior's weight lambda_p, one line per
+    planted part share a (spec 2.3: p is read only beside this curve)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for a, g in df.groupby("a"):
+        g = g.groupby("lambda_p")[["p", "recon_error"]].mean()
+        axes[0].plot(g.index, g.p, "o-", label=f"a = {a:g}")
+        axes[1].plot(g.index, g.recon_error, "o-", label=f"a = {a:g}")
+    for ax, lab in ((axes[0], "p"), (axes[1], "reconstruction error / Var")):
+        ax.set_xscale("log")
+        ax.set_xlabel("lambda_p")
+        ax.set_ylabel(lab)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "p and reconstruction error against the prior's weight", fontsize=10)
     fig.tight_layout()
     return fig

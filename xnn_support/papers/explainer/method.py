@@ -20,7 +20,7 @@ Loss (spec 2.2; :class:`ExplainerLoss`)::
       - lambda_p * mean log p                                    prior that rewards the interpretable track
 
 Deviations / reconstructed choices: the norm layer (per-channel RMS, batch statistic in training, EMA in
-evaluation), one 3x3 conv before the interpretable layer and one in the ordinary track, both of width
+evaluation, divisor floored at 0.1 x the track's mean RMS), p = sigmoid(30 rho) (a learning-rate choice), one 3x3 conv before the interpretable layer and one in the ordinary track, both of width
 D = C_l; the -log p prior and its weight; lambda_j = 1; the filter loss computed on the pre-mask map divided by
 its batch RMS (so lambda_f keeps one meaning whatever the track's scale); Adam with a cosine schedule on
 features cached once (the performer never runs during training); float32 features (the spec's float16 storage
