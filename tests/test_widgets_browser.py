@@ -207,8 +207,11 @@ def test_notebook_widgets_in_a_real_browser(lab, browser, name, tmp_path):
     for k, cell in enumerate(cells):
         before = _output_html(browser, cell)
         what = _move_one_control(browser, cell)
-        _wait(lambda: _output_html(browser, cell) != before, 180,
-              f"widget {k} ({what}) to redraw", lambda: shot(f"widget{k}"))
+        # a traceback drawn into an output ends the wait at once; an update that raised inside an observer
+        # leaves the output as it was, which the timeout reports
+        _wait(lambda: _output_html(browser, cell) != before or browser.execute_script(JS_ERRORS), 180,
+              f"widget {k} ({what}) to redraw (no change: did its update raise in the kernel, or draw the "
+              "same figure?)", lambda: shot(f"widget{k}"))
         _wait(lambda: browser.execute_script("return document.body.innerText.includes('| Idle')"), 180,
               "the kernel after the move", lambda: shot(f"widget{k}-idle"))
         shot(f"widget{k}")
