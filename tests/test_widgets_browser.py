@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -129,12 +130,27 @@ def _wait(pred, timeout, what, shots):
     pytest.fail(f"timed out after {timeout} s waiting for {what}; screenshots: {shots()}")
 
 
-JS_PROMPTS = "return Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')).map(e => e.innerText)"
-JS_ERRORS = """return Array.from(document.querySelectorAll('.jp-OutputArea-output'))
+PANEL = "(document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)') || document)"  # the open notebook only
+JS_PROMPTS = f"return Array.from({PANEL}.querySelectorAll('.jp-CodeCell .jp-InputPrompt')).map(e => e.innerText)"
+JS_ERRORS = f"""return Array.from({PANEL}.querySelectorAll('.jp-OutputArea-output'))
   .map(e => e.innerText).filter(t => t.includes('Traceback (most recent call last)') || /^\\w+Error: /m.test(t))
   .map(t => t.slice(0, 600))"""
-JS_WIDGET_CELLS = """return Array.from(document.querySelectorAll('.jp-CodeCell')).filter(
+JS_WIDGET_CELLS = f"""return Array.from({PANEL}.querySelectorAll('.jp-CodeCell')).filter(
   c => c.querySelector('.jp-OutputArea .jupyter-widgets.widget-interact, .jp-OutputArea .jupyter-widgets.widget-box'))"""
+
+
+def _api(lab, method, path):
+    req = urllib.request.Request(f"{lab['url']}{path}", method=method,
+                                 headers={"Authorization": f"token {lab['token']}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        body = r.read()
+    return json.loads(body) if body else None
+
+
+def _shut_down_sessions(lab) -> None:
+    """Close every notebook session (and its kernel) so the next notebook starts alone."""
+    for sess in _api(lab, "GET", "/api/sessions") or []:
+        _api(lab, "DELETE", f"/api/sessions/{sess['id']}")
 
 
 def _output_html(driver, cell) -> str:
@@ -182,7 +198,9 @@ def test_notebook_widgets_in_a_real_browser(lab, browser, name, tmp_path):
         shots.append(str(p))
         return shots
 
-    browser.get(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+    # a workspace of its own, reset: only this notebook is open (no tabs restored from the previous test)
+    _shut_down_sessions(lab)
+    browser.get(f"{lab['url']}/lab/workspaces/xnn-{Path(name).stem}/tree/{name}?reset&token={lab['token']}")
     _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 90, "the notebook", lambda: shot("open"))
     _wait(lambda: browser.execute_script("return document.body.innerText.includes('| Idle')"), 120,
           "an idle kernel", lambda: shot("kernel"))
