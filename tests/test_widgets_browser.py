@@ -135,8 +135,10 @@ JS_PROMPTS = f"return Array.from({PANEL}.querySelectorAll('.jp-CodeCell .jp-Inpu
 JS_ERRORS = f"""return Array.from({PANEL}.querySelectorAll('.jp-OutputArea-output'))
   .map(e => e.innerText).filter(t => t.includes('Traceback (most recent call last)') || /^\\w+Error: /m.test(t))
   .map(t => t.slice(0, 600))"""
+# cells whose output holds a widget with a control (a progress bar is a widget too, but has none)
 JS_WIDGET_CELLS = f"""return Array.from({PANEL}.querySelectorAll('.jp-CodeCell')).filter(
-  c => c.querySelector('.jp-OutputArea .jupyter-widgets.widget-interact, .jp-OutputArea .jupyter-widgets.widget-box'))"""
+  c => c.querySelector('.jp-OutputArea .jupyter-widgets .widget-slider, .jp-OutputArea .jupyter-widgets .widget-dropdown,'
+                       + ' .jp-OutputArea .jupyter-widgets .widget-toggle-buttons'))"""
 
 
 def _api(lab, method, path):
