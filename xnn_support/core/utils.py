@@ -13,14 +13,15 @@ import hashlib
 import math
 import os
 import random
-from typing import Dict, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 __all__ = ["seed_everything", "device_of", "progress", "quiet", "to_device", "torch_threads", "mean_sd",
-           "mean_sd_by_key", "MeanSD", "file_sha256"]
+           "mean_sd_by_key", "MeanSD", "file_sha256", "summarise", "per_seed"]
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -127,3 +128,19 @@ def file_sha256(path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def summarise(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
+    """Mean and sd over seeds of ``cols`` grouped by ``by`` (order kept), with ``n_seeds``."""
+    g = df.groupby(list(by), sort=False)[list(cols)]
+    out = g.agg(["mean", "std"])
+    out[("n_seeds", "")] = g.size()
+    return out
+
+
+def per_seed(df: pd.DataFrame, where: Dict[str, Any], col: str) -> List[float]:
+    """The values of ``col`` in the rows matching ``where`` (column -> value), in seed order."""
+    sel = pd.Series(True, index=df.index)
+    for k, v in where.items():
+        sel &= df[k] == v
+    return [float(v) for v in df[sel].sort_values("seed")[col]]

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ipywidgets as w
-import matplotlib.figure
 import nbformat
 import pandas as pd
 
@@ -93,7 +92,7 @@ def _two_values(c) -> List[Any]:
 
 
 def _fingerprint(obj) -> str:
-    if isinstance(obj, matplotlib.figure.Figure):
+    if hasattr(obj, "savefig"):  # a matplotlib Figure (no plotting import here: that is viz's)
         buf = io.BytesIO()
         obj.savefig(buf, format="rgba")  # the pixels (closed figures have no canvas of their own to draw)
         return "fig:" + hashlib.sha256(buf.getvalue()).hexdigest()[:16]

@@ -32,6 +32,7 @@ from ..icnn.experiments import build_net, train_net
 from . import metrics as M
 from .method import build_tree, rationales
 from .planted import maxout_toy, occluded_creatures
+from ...core.utils import per_seed, summarise  # noqa: F401 (re-exported)
 
 __all__ = ["NET", "LAYER", "toy_study", "make_data", "train_cnn", "cnn_seed", "summarise", "per_seed",
            "depth_effects", "mode_share_effects", "explain_images", "pick_images"]
@@ -144,20 +145,6 @@ def cnn_seed(seed: int, *, n: int, epochs: int, leaves: int, nets: Sequence[str]
                 nets=pd.DataFrame(nrows), objects=keep, data=data)
 
 
-def summarise(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
-    """Mean and sd over seeds of ``cols`` grouped by ``by`` (order kept)."""
-    g = df.groupby(list(by), sort=False)[list(cols)]
-    out = g.agg(["mean", "std"])
-    out[("n_seeds", "")] = g.size()
-    return out
-
-
-def per_seed(df: pd.DataFrame, where: Dict[str, Any], col: str) -> List[float]:
-    """The values of ``col`` in the rows matching ``where`` (column -> value), in seed order."""
-    sel = np.ones(len(df), bool)
-    for k, v in where.items():
-        sel &= (df[k] == v).to_numpy()
-    return [float(v) for v in df[sel].sort_values("seed")[col]]
 
 
 def depth_effects(depth: pd.DataFrame, level: str = "2") -> pd.DataFrame:

@@ -26,6 +26,7 @@ from ...data import creatures
 from . import metrics as M
 from .method import cache_features, fit_explainer_net
 from .planted import planted_blocks, planted_target
+from ...core.utils import per_seed, summarise  # noqa: F401 (re-exported)
 
 __all__ = ["PERFORMER", "CATEGORIES", "LAYER", "TARGET", "LOW_LAYER", "EXPLAINER", "make_data", "train_performer", "performer_seed",
            "planted_seed", "filters_table", "summarise", "per_seed"]
@@ -125,17 +126,3 @@ def planted_seed(run: Dict[str, Any], levels: Sequence[float], *, ex_epochs: int
     return pd.DataFrame(rows)
 
 
-def summarise(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
-    """Mean and sd over seeds of ``cols`` grouped by ``by`` (order kept)."""
-    g = df.groupby(list(by), sort=False)[list(cols)]
-    out = g.agg(["mean", "std"])
-    out[("n_seeds", "")] = g.size()
-    return out
-
-
-def per_seed(df: pd.DataFrame, where: Dict[str, Any], col: str):
-    """Values of ``col`` in the rows matching ``where``, in seed order."""
-    sel = pd.Series(True, index=df.index)
-    for k, v in where.items():
-        sel &= df[k] == v
-    return [float(v) for v in df[sel].sort_values("seed")[col]]

@@ -35,7 +35,7 @@ from torch import nn
 
 from ...core.predict import predict
 from ...core.train import fit
-from ...core.utils import seed_everything
+from ...core.utils import seed_everything, per_seed, summarise  # noqa: F401 (re-exported)
 from ...data import creatures
 from . import metrics as M
 from .method import cached_features, transplant
@@ -260,20 +260,6 @@ class _Path(nn.Module):
 
 
 # ----------------------------------------------------------------------------- tables
-def summarise(df: pd.DataFrame, by: Sequence[str], cols: Sequence[str]) -> pd.DataFrame:
-    """Mean and sd over seeds of ``cols`` grouped by ``by`` (order kept)."""
-    g = df.groupby(list(by), sort=False)[list(cols)]
-    out = g.agg(["mean", "std"])
-    out[("n_seeds", "")] = g.size()
-    return out
-
-
-def per_seed(df: pd.DataFrame, where: Dict[str, Any], col: str) -> List[float]:
-    """The values of ``col`` in the rows matching ``where`` (column -> value), in seed order."""
-    sel = pd.Series(True, index=df.index)
-    for k, v in where.items():
-        sel &= df[k] == v
-    return [float(v) for v in df[sel].sort_values("seed")[col]]
 
 
 def headline(runs: pd.DataFrame, task: str, teacher: str, method: str = "back_distillation",
