@@ -4,13 +4,14 @@
 PROFILE ?= default
 OUT ?= runs/$(PROFILE)
 VENV ?= .venv
+JOBS ?= auto
 
 .PHONY: reproduce test bench env clean
 env:
 	@bash scripts/bootstrap.sh
 
 reproduce: env
-	$(VENV)/bin/xnn reproduce --profile $(PROFILE) --out $(OUT) --resume
+	$(VENV)/bin/xnn reproduce --profile $(PROFILE) --out $(OUT) --resume --jobs $(JOBS)
 
 test: env
 	XNN_QUIET=1 MPLBACKEND=Agg $(VENV)/bin/python -m pytest -q

@@ -264,3 +264,40 @@ def test_time_profile_categories():
     assert categorise("viz.image_grid(ds)") == "figures"
     assert categorise("rows = X.run_study(cfg)") == "method"
     assert categorise("widgets.tree_walker(t, x)") == "widgets"
+
+
+def test_expected_seconds_reads_the_declared_run_time():
+    from xnn_support.run.catalog import NotebookInfo, expected_seconds
+    info = NotebookInfo("02", "02_x", Path("x"), runtime={
+        "default": "~55 min first run (grid + sweep) + ~15-20 min real network, ~5-6 min cached",
+        "smoke": "~40 s", "paper": "GPU"})
+    assert expected_seconds(info, "default") == (55 + 20) * 60
+    assert expected_seconds(info, "smoke") == 40 and expected_seconds(info, "paper") is None
+
+
+def test_jobs_runs_notebooks_side_by_side_longest_first(tmp_path):
+    """--jobs 2: the notebooks as tasks of a two-worker local cluster, the longest expected submitted first
+    (it starts in the first pair although it comes last in the catalog); bad --jobs are usage errors."""
+    import nbformat
+    from xnn_support.run import cli
+    d = tmp_path / "nbs"
+    d.mkdir()
+    starts = tmp_path / "starts.txt"
+    body = f"pathlib.Path({str(starts)!r}).open('a').write(NAME + '\\n')\ntime.sleep(2)\n"
+    for k, rt in (("00", "5 s"), ("01", "5 s"), ("02", "~3 min first run, ~5 s cached")):
+        p = make_notebook(d / f"{k}_n{k}.ipynb", PARAMS, [f"NAME = {k!r}\nfrom xnn_support import record\n"
+                                                          f"import pathlib, time\n{body}record('toy/m', x)"],
+                          metrics=["toy/m"])
+        nb = nbformat.read(str(p), as_version=4)
+        nb.metadata["xnn"]["runtime"] = {"smoke": rt}
+        nbformat.write(nb, str(p))
+    out = tmp_path / "out"
+    r = subprocess.run(XNN + ["reproduce", "--profile", "smoke", "--notebooks", str(d), "--jobs", "2",
+                              "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, XNN_QUIET="1"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "3/3 notebooks completed" in (out / "report.md").read_text()
+    assert "02" in starts.read_text().split()[:2]
+    for bad, msg in ((["--jobs", "0"], "--jobs must be"), (["--jobs", "2", "--cluster", "local:2"], "drop one"),
+                     (["--jobs", "2", "--widgets"], "--widgets and --html")):
+        assert cli.main(["reproduce", "--notebooks", str(d), "--out", str(tmp_path / "o2")] + bad) == 2

@@ -271,3 +271,19 @@ def test_cache_key_names_do_not_depend_on_module_paths():
     assert C.stable_name(torch.nn.Conv2d) == "torch.nn.modules.conv.Conv2d"
     moved = type("FilterLoss", (), {"__module__": "xnn_support.somewhere.else"})
     assert C.stable_name(moved) == C.stable_name(FilterLoss)
+
+
+def test_memory_format_channels_last_keyed_deterministic_and_contiguous_after():
+    """'auto' trains an image conv net channels-last on the CPU: a different cache key from 'contiguous'
+    (other rounding), the same weights on a re-run, a contiguous model returned; bad values are refused."""
+    ds = _images()
+    runs = {fmt: fit("vgg_small", ds, ds, seed=0, cache=False, memory_format=fmt, **FAST)
+            for fmt in ("auto", "contiguous")}
+    again = fit("vgg_small", ds, ds, seed=0, cache=False, memory_format="auto", **FAST)
+    assert _same(runs["auto"].model, again.model)
+    assert runs["auto"].key != runs["contiguous"].key
+    assert all(p.is_contiguous() for p in runs["auto"].model.parameters())
+    assert runs["auto"].key == fit("vgg_small", ds, ds, seed=0, cache=False, memory_format="channels_last",
+                                   **FAST).key
+    with pytest.raises(ValueError, match="memory_format"):
+        fit("vgg_small", ds, ds, memory_format="nhwc", **FAST)

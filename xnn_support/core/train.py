@@ -156,7 +156,8 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
         schedule: Optional[str] = None, augment=None, seed: int = 0,
         cache: Union[bool, str] = True, checkpoints: bool = False, loss_fn: Optional[Callable] = None,
         inputs: Optional[Callable] = None, progress: bool = True, device=None,
-        key_extra: Optional[Dict[str, Any]] = None, num_threads: Optional[int] = None) -> TrainResult:
+        key_extra: Optional[Dict[str, Any]] = None, num_threads: Optional[int] = None,
+        memory_format: str = "auto") -> TrainResult:
     """Train a classifier (or load it from the checkpoint cache) and return a :class:`TrainResult`.
 
     ``model_or_name``: an ``nn.Module`` (trained in place) or a name for
@@ -171,6 +172,9 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
     ``key_extra``: anything JSON-able to add to the cache key. ``num_threads``: torch CPU threads
     while training (restored afterwards); 1 is much faster than 2 on a CPU shared with other jobs.
     Not part of the cache key (recorded in ``meta``): thread count changes only the last bits.
+    ``memory_format``: ``"auto"`` (channels-last on the CPU for a network with 2-d convolutions fed
+    images: 1.3-1.6x faster training, same math, different rounding), ``"channels_last"`` or
+    ``"contiguous"``; channels-last is part of the cache key, and the returned model is contiguous again.
     """
     epochs, batch_size, seed, num_threads = _check_fit_args(
         epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, seed=seed,
@@ -186,6 +190,7 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
     model, model_id, dev = _model_identity(model_or_name, model_config, train_set, y, classify, seed, device)
     V.model_input(model, _as_tuple(x)[0], "train_set inputs")
     model.to(dev)
+    fmt = _memory_format(memory_format, model, _as_tuple(x)[0], dev)
     parts = {"model": model_id,
              "data": {"train": _cache.data_fingerprint(train_set), "val": _cache.data_fingerprint(val_set)},
              "hparams": {"epochs": epochs, "lr": float(lr), "batch_size": batch_size,
@@ -194,6 +199,8 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
                          "loss_fn": _cache.callable_id(loss_fn if not classify else None),
                          "inputs": _cache.callable_id(inputs), "extra": key_extra},
              "seed": seed, "version": __version__}
+    if fmt is not None:  # absent otherwise: the keys of contiguous training stay as they were
+        parts["hparams"]["memory_format"] = "channels_last"
     key = _cache.make_key(parts)
     path = _cache.entry_path(key)
 
@@ -207,15 +214,32 @@ def fit(model_or_name: Union[str, nn.Module], train_set, val_set=None, *,
                                 checkpoints=checkpoints, num_threads=num_threads, epochs=epochs, lr=lr,
                                 batch_size=batch_size, optimizer=optimizer, weight_decay=weight_decay,
                                 schedule=schedule, aug=aug, seed=seed, loss_fn=loss_fn, classify=classify,
-                                progress=progress, model_id=model_id)
+                                progress=progress, model_id=model_id, fmt=fmt)
+
+
+def _memory_format(choice: str, model: nn.Module, x0, dev):
+    """``torch.channels_last`` when :func:`fit` trains in it (see its ``memory_format``), else None."""
+    V.choice("memory_format", choice, ("auto", "channels_last", "contiguous"))
+    if choice == "contiguous":
+        return None
+    image = torch.is_tensor(x0) and x0.dim() == 4 and x0.is_floating_point()
+    if choice == "channels_last":
+        if not image:
+            raise ValueError("memory_format='channels_last' needs image inputs (N, C, H, W); pass 'auto' or "
+                             "'contiguous' for other data")
+        return torch.channels_last
+    conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return torch.channels_last if (image and conv and torch.device(dev).type == "cpu") else None
 
 
 def _train_and_write(model, x, y, vx, vy, *, parts, key, path, cache, dev, checkpoints, num_threads, epochs,
                      lr, batch_size, optimizer, weight_decay, schedule, aug, seed, loss_fn, classify, progress,
-                     model_id):
+                     model_id, fmt=None):
     """Train ``model`` (failures leave the cache untouched) and write its entry (see :func:`fit`)."""
     stage = _cache.epoch_dir(key, _cache.new_run_id()) if (checkpoints and cache) else None
     t_start = time.time()
+    if fmt is not None:
+        model.to(memory_format=fmt)
     try:
         with torch_threads(num_threads):
             history, ckpts = _train_loop(
@@ -224,11 +248,14 @@ def _train_and_write(model, x, y, vx, vy, *, parts, key, path, cache, dev, check
                                     lr, weight_decay),
                 schedule=schedule, aug=aug, seed=seed, loss_fn=loss_fn, classify=classify,
                 checkpoints=checkpoints, stage=stage, key=key, show=progress and not quiet(),
-                desc=f"train {model_id.get('name', type(model).__name__)}")
+                desc=f"train {model_id.get('name', type(model).__name__)}", fmt=fmt)
     except BaseException:
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
         raise
+    finally:
+        if fmt is not None:
+            model.to(memory_format=torch.contiguous_format)
     return _write_entry(model, history, ckpts, parts=parts, key=key, path=path, cache=cache, stage=stage,
                         t_start=t_start, num_threads=num_threads, dev=dev)
 
@@ -313,7 +340,7 @@ def _write_entry(model, history, ckpts, *, parts, key, path, cache, stage, t_sta
 
 
 def _train_loop(model, x, y, vx, vy, *, dev, epochs, lr, batch_size, opt, schedule, aug, seed,
-                loss_fn, classify, checkpoints, stage, key, show, desc):
+                loss_fn, classify, checkpoints, stage, key, show, desc, fmt=None):
     """The epoch loop of :func:`fit`; returns (history, epoch checkpoints)."""
     seed_everything(seed)
     g = torch.Generator().manual_seed(seed)
@@ -336,6 +363,8 @@ def _train_loop(model, x, y, vx, vy, *, dev, epochs, lr, batch_size, opt, schedu
             xb = tuple(t[idx] for t in _as_tuple(x))
             if aug is not None:
                 xb = (aug(xb[0], g_aug),) + xb[1:]
+            if fmt is not None:
+                xb = (xb[0].contiguous(memory_format=fmt),) + xb[1:]
             xb, yb = to_device(xb, dev), y[idx].to(dev)
             out = _forward(model, xb)
             if step == 0 and classify and _is_class(out, yb) and top >= out.shape[1]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -20,7 +21,7 @@ import papermill as pm
 from .claims import Claim, parse_claims
 
 __all__ = ["NotebookInfo", "catalog", "find_notebook", "coerce_params", "ParameterError",
-           "default_notebooks_dir", "PROFILES"]
+           "default_notebooks_dir", "PROFILES", "expected_seconds"]
 
 PROFILES = ("smoke", "default", "paper")
 
@@ -53,6 +54,24 @@ class NotebookInfo:
     key_metrics: List[str] = field(default_factory=list)
     parameters: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     claims: List[Claim] = field(default_factory=list)
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(?:\s*-\s*(\d+(?:\.\d+)?))?\s*(s|min|h)\b")
+
+
+def expected_seconds(info: NotebookInfo, profile: str) -> Optional[float]:
+    """Seconds a cold run of ``info`` with ``profile`` is expected to take, read from its declared run time
+    ("~55 min first run + ~15-20 min real-network section, ~3 min cached" -> 75 min: every term outside
+    the cached one, ranges at their upper end); None when the notebook declares none (e.g. "GPU")."""
+    text = str(info.runtime.get(profile, ""))
+    total, found = 0.0, False
+    for part in text.split(","):
+        if "cached" in part:
+            continue
+        for lo, hi, unit in _DURATION.findall(part):
+            total += float(hi or lo) * {"s": 1, "min": 60, "h": 3600}[unit]
+            found = True
+    return total if found else None
 
 
 def _read_info(path: Path) -> NotebookInfo:

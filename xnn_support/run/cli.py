@@ -2,7 +2,7 @@
 
     xnn list [--json]
     xnn run 04 -p steps 300 --profile smoke --out DIR
-    xnn reproduce [--profile smoke|default|paper] [--only 01,04] [--out DIR] [--resume] [--cluster SPEC]
+    xnn reproduce [--profile smoke|default|paper] [--only 01,04] [--out DIR] [--resume] [--jobs N|auto] [--cluster SPEC]
     xnn sweep 00 -p seed 0,1 -p n_images 200,300 [--profile smoke] [--cluster local:2] [--out DIR] [--resume]
     xnn bench [--only NAME,...] [--json FILE]
 
@@ -29,7 +29,7 @@ from .runner import reproduce
 from ..bench import run_benchmarks, format_table
 from .runner import ParameterError, RunInterrupted, RunLocked, out_lock
 from .guard import out_folder
-from .cluster import parse_cluster, parse_resources
+from .cluster import ClusterSpec, parse_cluster, parse_resources
 from .sweep import parse_grid, reproduce_on_cluster, sweep
 from .timing import write_time_profile
 
@@ -98,10 +98,16 @@ def _cmd_reproduce(args) -> int:
 
     only = args.only.split(",") if args.only is not None else None  # ",,," is refused by reproduce
     out = out_folder(args.out or f"runs/{args.profile}")
-    if args.cluster and (args.widgets or args.html):
-        raise ParameterError("--widgets and --html run here, not on a cluster; drop --cluster, or them")
-    if args.cluster:
-        results = reproduce_on_cluster(cluster=parse_cluster(args.cluster), profile=args.profile, only=only,
+    jobs = _jobs(args.jobs)
+    if args.cluster and jobs > 1:
+        raise ParameterError(f"--jobs {args.jobs} runs notebooks side by side on a local cluster; with --cluster "
+                             f"the cluster's workers decide: drop one of them")
+    cluster = parse_cluster(args.cluster) if args.cluster else ClusterSpec("local", workers=jobs) if jobs > 1 else None
+    if cluster is not None and (args.widgets or args.html):
+        raise ParameterError("--widgets and --html run here, one notebook at a time, not on a cluster; drop "
+                             "--cluster (or pass --jobs 1), or drop them")
+    if cluster is not None:
+        results = reproduce_on_cluster(cluster=cluster, profile=args.profile, only=only,
                                        out_dir=out, resume=args.resume, notebooks_dir=args.notebooks,
                                        params=_params(args.param), seed=args.seed, **_cluster_opts(args),
                                        log=lambda s: print(s, flush=True))
@@ -116,6 +122,20 @@ def _cmd_reproduce(args) -> int:
     _time_profile(args, out)
     print(f"report: {out}/report.md and {out}/report.html")
     return _report_failures(results)
+
+
+def _jobs(value: str) -> int:
+    """``--jobs``: a count >= 1, or ``auto`` (one per CPU core, at most 4: the suite's critical path, notebook
+    02, bounds the gain beyond that; every notebook trains with one torch thread)."""
+    if value == "auto":
+        return max(1, min(os.cpu_count() or 1, 4))
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ParameterError(f"--jobs must be an integer >= 1 or 'auto', got {value!r}; pass e.g. --jobs 2")
+    return n
 
 
 def _time_profile(args, out) -> None:
@@ -227,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=["smoke", "default", "paper"], default="default")
     p.add_argument("--only", default=None, help="comma-separated ids or names, e.g. 01,04")
     p.add_argument("--resume", action="store_true", help="skip notebooks already complete with the same inputs")
+    p.add_argument("--jobs", default="1", metavar="N|auto",
+                   help="notebooks run side by side (a local Dask cluster of N workers, longest expected first; "
+                        "auto: one per core, at most 4). Results do not depend on it. Default 1")
     p.add_argument("--profile-time", action="store_true",
                    help="also write OUT/time_profile.md: seconds per notebook, category and slowest cells")
     run_opts(p)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..core.ledger import atomic_write_text
 from .. import viz
-from .catalog import NotebookInfo, ParameterError, catalog, coerce_params, find_notebook
+from .catalog import NotebookInfo, ParameterError, catalog, coerce_params, expected_seconds, find_notebook
 from .cluster import Task, connect, parse_cluster, run_on_cluster
 from .guard import out_folder, out_lock
 from .integrity import output_problem, paths, read_marker, read_metrics
@@ -195,10 +195,15 @@ def reproduce_on_cluster(*, cluster, profile: str = "default", only: Optional[Se
         log(f"--resources {resources}: for {', '.join(gpu) or 'no notebook'} (profile {profile} needs a GPU there)")
     tasks = [Task(i.name, i, notebook_params(i, profile, params, seed), out_dir,
                   dict(resources or {}) if i.name in gpu else {}) for i in cat]
+    # longest expected first (LPT): the critical path starts at once, short notebooks fill the gaps
+    order = sorted(range(len(tasks)), key=lambda k: -(expected_seconds(tasks[k].info, profile) or 0.0))
     with out_lock(out_dir):
         try:
-            return _run_tasks(tasks, cluster=parse_cluster(cluster) if isinstance(cluster, str) else cluster,
-                              resume=resume, in_place=in_place, retries=retries, worker_resources=worker_resources,
-                              timeout=timeout, log=log)
+            ran = _run_tasks([tasks[k] for k in order],
+                             cluster=parse_cluster(cluster) if isinstance(cluster, str) else cluster,
+                             resume=resume, in_place=in_place, retries=retries, worker_resources=worker_resources,
+                             timeout=timeout, log=log)
+            back = dict(zip(order, ran))
+            return [back[k] for k in range(len(tasks))]  # in catalog order, as reproduce returns them
         finally:
             write_report(out_dir, profile=profile, notebooks_dir=notebooks_dir)
