@@ -91,3 +91,18 @@ def test_ball_density_is_a_gaussian_kde():
     rho = G.ball_density(pts, idx, v)
     ref = sum(math.exp(-float(((pts[0, j] - pts[0, 0]) ** 2).sum()) / (2 * v)) for j in range(3)) / 3
     assert float(rho[0, 0]) == pytest.approx(ref / (2 * math.pi * v) ** 1.5, rel=1e-5)
+
+
+def test_knn_selection_equals_the_stable_sort_with_ties():
+    """knn's topk path returns exactly the first k of a stable (distance, index) sort, ties included."""
+    from xnn_support.models.pointgeom import _smallest_k
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        n = int(torch.randint(5, 60, (1,), generator=g))
+        k = int(torch.randint(1, n + 1, (1,), generator=g))
+        d = [torch.rand(2, 7, n, generator=g), torch.randint(0, 4, (2, 7, n), generator=g).float(),
+             torch.rand(2, 7, n, generator=g).round(decimals=1)][trial % 3]
+        assert torch.equal(_smallest_k(d, k), torch.sort(d, dim=-1, stable=True).indices[..., :k])
+    d = torch.rand(2, 5, 9, generator=g)
+    d[0, 0, 3] = float("nan")
+    assert torch.equal(_smallest_k(d, 4), torch.sort(d, dim=-1, stable=True).indices[..., :4])
