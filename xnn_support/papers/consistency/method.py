@@ -128,11 +128,14 @@ class _GateLoss:
 
     def __init__(self, net: ConsistencyNet, alpha: Sequence[float], var_b: float):
         self.net, self.alpha, self.var_b = net, list(alpha), float(var_b)
+        self._alpha: Optional[torch.Tensor] = None  # alpha as a tensor, built once per dtype/device
 
     def __call__(self, out, target):
         loss = F.mse_loss(out, target) / self.var_b
         if self.net.K:
-            alpha = torch.tensor(self.alpha, dtype=out.dtype, device=out.device)
+            alpha = self._alpha
+            if alpha is None or alpha.dtype != out.dtype or alpha.device != out.device:
+                alpha = self._alpha = torch.tensor(self.alpha, dtype=out.dtype, device=out.device)
             loss = loss + (alpha * self.net.gates ** 2).sum()
         return loss
 

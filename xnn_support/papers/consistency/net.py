@@ -73,11 +73,34 @@ def _check_orders(orders) -> int:
 def normalize(u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``Norm(u) = u / (std_HW(u) + 1e-5)`` per sample and channel (unbiased std, detached
     divisor, no centring); the divisor is 1 for 1x1 maps. Returns (normalised, divisor)."""
-    if u.shape[-1] * u.shape[-2] == 1:
+    hw = u.shape[-1] * u.shape[-2]
+    if hw == 1:
         a = torch.ones_like(u)
     else:
-        a = u.detach().std(dim=(2, 3), keepdim=True, unbiased=True) + EPS
+        a = _std_hw(u.detach(), hw).add_(EPS)
     return u / a, a
+
+
+def _std_hw(u: torch.Tensor, hw: int) -> torch.Tensor:
+    """Unbiased std over (H, W), keepdim: two passes (mean, then the centred sum of squares).
+    Equals ``u.std(dim=(2, 3), unbiased=True)`` to float rounding (~1 ulp; torch's Welford
+    kernel differs in the last bit) and is ~10-20x faster on the CPU for small maps."""
+    d = u - u.mean((2, 3), keepdim=True)
+    return (d * d).sum((2, 3), keepdim=True).div_(hw - 1).sqrt_()
+
+
+class _ContiguousNCHW(torch.autograd.Function):
+    """``u.contiguous()`` whose backward hands the gradient back channels-last (a plain
+    ``contiguous`` would pass the loss's NCHW gradient to the convolutions' slow mixed-layout
+    backward). Values are unchanged; only the memory layout differs."""
+
+    @staticmethod
+    def forward(ctx, u):
+        return u.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last)
 
 
 class ConsistencyNet(nn.Module):
@@ -135,6 +158,12 @@ class ConsistencyNet(nn.Module):
             return u, torch.ones((), dtype=u.dtype, device=u.device)
         return normalize(u)
 
+    def _norm_div(self, u):
+        """The divisor of ``_norm(u)`` alone (detached; (N, C, 1, 1), or a scalar 1)."""
+        if not self.use_norm or u.shape[-1] * u.shape[-2] == 1:
+            return torch.ones((), dtype=u.dtype, device=u.device)
+        return _std_hw(u.detach(), u.shape[-1] * u.shape[-2]).add_(EPS)
+
     def _check(self, x):
         if not torch.is_tensor(x) or x.dim() not in (2, 4):
             raise ValueError(f"ConsistencyNet expects (N, C, H, W) or (N, D) features, got "
@@ -148,15 +177,21 @@ class ConsistencyNet(nn.Module):
         """g(x_A) (same rank as the input: maps, or vectors for (N, D) input)."""
         vec = x.dim() == 2
         x = self._check(x)
+        nhwc = x.device.type == "cpu" and x.shape[-1] * x.shape[-2] > 1
+        if nhwc:  # oneDNN's convolutions (forward and backward) are faster on channels-last maps
+            x = x.contiguous(memory_format=torch.channels_last)
         z, _ = self._norm(x)
         p = self.gates
         u = self.convs[0](z)
         for k in range(1, self.K + 1):
-            h = p[k - 1] * F.relu(self._norm(u)[0])
+            # p ReLU(u / a) = ReLU(u) (p / a) (a > 0): one pass less each way than dividing u first
+            h = F.relu(u) * (p[k - 1] / self._norm_div(u))
             if k == self.K and not self.tied:
                 u = self.convs[k](z) + self.out_nl(h)
             else:
                 u = self.convs[k](z + h)
+        if nhwc:
+            u = _ContiguousNCHW.apply(u)
         return u[:, :, 0, 0] if vec else u
 
     def decompose(self, x: torch.Tensor) -> torch.Tensor:
