@@ -33,3 +33,13 @@ def test_pointcloud_rows_run(capsys):
     assert cli.main(["bench", "--only", "pointcloud/attack,pointcloud/sigma", "--quick"]) == 0
     out = capsys.readouterr().out
     assert "attack:" in out and "point sigma:" in out and "failed" not in out
+
+
+def test_equal_accuracy_quick_rows_run():
+    """The issue-23 equal-accuracy rows run in their quick form and claim no target there."""
+    rows = bench.run_benchmarks(only=["discarding/equal_accuracy_", "pointcloud/equal_accuracy_"], quick=True,
+                                log=lambda s: None)
+    rows = [r for r in rows if "import failed" not in r.name]
+    assert len(rows) == 3 and not any("failed" in r.name for r in rows)
+    for r in rows:
+        assert r.ok is None and "no claim" in r.note and math.isfinite(r.ratio) and r.reference > 0

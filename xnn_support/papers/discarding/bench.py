@@ -198,3 +198,4 @@ def _lite0_rows(quick: bool):
                 f"({steps} steps): time per (input, layer)", to / pairs, tf / pairs,
                 "floor: steps x fwd+bwd truncated nets", target="ratio <= 1.3", ok=to / tf <= 1.3,
                 note=f"1 torch thread; ImageNet weights, grid 8; best of {repeat} interleaved runs")]
+from . import bench_equal  # noqa: E402,F401  (the equal-accuracy rows of issue 23)
