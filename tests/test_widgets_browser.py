@@ -5,17 +5,24 @@ downloads a browser). For every notebook with widget cells: open it (profile smo
 that its rendered output changed. Screenshots go to the test's tmp dir; on failure their paths are
 printed. Skipped, with the reason, where Chromium, chromedriver or selenium is missing.
 
+Time goes almost all into running the notebooks' cells, so the notebooks run side by side:
+``XNN_BROWSER_WORKERS`` (default: 2 where there are 2 or more CPUs) browsers, each with JupyterLab loaded
+once, take the notebooks longest first from one queue and open each in the loaded app (no page reload),
+one notebook open at a time, its kernel shut down when done; kernels get ``cpus // workers`` torch/OpenMP
+threads (as ``xnn reproduce --jobs`` does). Each test waits for its notebook and re-raises what failed.
+
 Named so that it runs after ``test_notebooks.py``: the smoke models are then in the cache.
 """
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import nbformat
@@ -28,8 +35,10 @@ try:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
+    from urllib3.exceptions import ReadTimeoutError
     HAVE_SELENIUM = True
 except ImportError:  # pragma: no cover - the test extra is missing
     HAVE_SELENIUM = False
@@ -38,6 +47,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not (CHROMIUM and DRIVER and HAVE_SELENIUM),
     reason="browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver) "
            "and selenium (the test extra)")]
+
+WORKERS = max(1, int(os.environ.get("XNN_BROWSER_WORKERS") or min(2, os.cpu_count() or 1)))
+# seconds Run All took here in the smoke profile (2-core CPU, loaded): only the order, longest first
+EXPECTED_S = {"01": 127, "02": 60, "08": 38, "04": 33, "09": 33, "00": 30, "05": 22, "10": 22, "03": 18,
+              "06": 14, "07": 13}
 
 
 def _widget_notebooks():
@@ -79,14 +93,16 @@ def lab(tmp_path_factory):
         (settings / ext).mkdir(parents=True, exist_ok=True)
         (settings / ext / f"{name}.jupyterlab-settings").write_text(json.dumps(value))
     port, token = _free_port(), os.urandom(12).hex()
+    threads = str(max(1, (os.cpu_count() or 1) // WORKERS))
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(base / "cfg"), JUPYTER_RUNTIME_DIR=str(base / "rt"),
                JUPYTERLAB_SETTINGS_DIR=str(base / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(base / "ws"),
-               MPLBACKEND="module://matplotlib_inline.backend_inline", XNN_QUIET="1")
+               MPLBACKEND="module://matplotlib_inline.backend_inline", XNN_QUIET="1",
+               OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     log = open(base / "server.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--allow-root",
                              f"--port={port}", "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
-                             f"--ServerApp.root_dir={nbdir}"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                             f"--ServerApp.root_dir={nbdir}", "--LabApp.expose_app_in_browser=True"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -94,7 +110,7 @@ def lab(tmp_path_factory):
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
         except OSError:
-            time.sleep(0.5)
+            time.sleep(0.2)
     else:
         pytest.fail(f"JupyterLab did not start; log: {base / 'server.log'}")
     yield {"url": url, "token": token, "dir": nbdir, "base": base}
@@ -106,8 +122,7 @@ def lab(tmp_path_factory):
     log.close()
 
 
-@pytest.fixture(scope="module")
-def browser(lab):
+def _new_browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
@@ -115,22 +130,31 @@ def browser(lab):
         opts.add_argument(a)
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium manager must not fetch anything
     d = webdriver.Chrome(service=Service(DRIVER), options=opts)
-    d.set_script_timeout(30)
-    yield d
-    d.quit()
+    d.set_script_timeout(60)
+    return d
 
 
-def _wait(pred, timeout, what, shots):
+class _Stopped(Exception):
+    """The module is tearing down (a test failed with -x, or the run ended)."""
+
+
+def _wait(pred, timeout, what, shots, stop=None, every=0.1):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        v = pred()
+        try:
+            v = pred()
+        except (TimeoutException, ReadTimeoutError):  # the page did not answer in time (a stalled machine):
+            v = None                                   # ask again until the deadline
         if v:
             return v
-        time.sleep(0.5)
+        if stop is not None and stop.is_set():
+            raise _Stopped()
+        time.sleep(every)
     pytest.fail(f"timed out after {timeout} s waiting for {what}; screenshots: {shots()}")
 
 
-PANEL = "(document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)') || document)"  # the open notebook only
+# the open notebook only: window.__xnn.w is the NotebookPanel this browser opened last
+PANEL = "(window.__xnn && window.__xnn.w.node)"
 JS_PROMPTS = f"return Array.from({PANEL}.querySelectorAll('.jp-CodeCell .jp-InputPrompt')).map(e => e.innerText)"
 JS_ERRORS = f"""return Array.from({PANEL}.querySelectorAll('.jp-OutputArea-output'))
   .map(e => e.innerText).filter(t => t.includes('Traceback (most recent call last)') || /^\\w+Error: /m.test(t))
@@ -139,26 +163,46 @@ JS_ERRORS = f"""return Array.from({PANEL}.querySelectorAll('.jp-OutputArea-outpu
 JS_WIDGET_CELLS = f"""return Array.from({PANEL}.querySelectorAll('.jp-CodeCell')).filter(
   c => c.querySelector('.jp-OutputArea .jupyter-widgets .widget-slider, .jp-OutputArea .jupyter-widgets .widget-dropdown,'
                        + ' .jp-OutputArea .jupyter-widgets .widget-toggle-buttons'))"""
+JS_KERNEL = "const k = window.__xnn && window.__xnn.w.sessionContext.session; return k && k.kernel ? k.kernel.status : ''"
+# open a notebook in the loaded app (as the file browser does), activate it, record its panel
+JS_OPEN = """const [path, done] = [arguments[0], arguments[arguments.length - 1]];
+(async () => {
+  const app = window.jupyterapp;
+  const w = await app.commands.execute('docmanager:open', {path: path, factory: 'Notebook'});
+  await w.context.ready;
+  app.shell.activateById(w.id);
+  const x = window.__xnn = {w: w, ran: null, stderr: []};
+  // what the kernel writes to stderr outside a cell's execution (a widget observer that raised: the comm
+  // layer logs its traceback there, and the widget's output stays as it was)
+  w.sessionContext.iopubMessage.connect((_, msg) => {
+    const parent = (msg.parent_header || {}).msg_type;
+    if (parent === 'execute_request') return;
+    if (msg.header.msg_type === 'stream' && msg.content.name === 'stderr') x.stderr.push(msg.content.text);
+    if (msg.header.msg_type === 'error') x.stderr.push((msg.content.traceback || []).join('\\n'));
+  });
+  done({id: w.id});
+})().catch(e => done({err: String(e)}));"""
+# Run All (the Run menu's command) on that notebook; its promise resolves once every cell has run
+JS_RUN_ALL = """window.__xnn.ran = null;
+window.jupyterapp.commands.execute('notebook:run-all-cells', {widgetId: window.__xnn.w.id})
+  .then(r => { window.__xnn.ran = {ok: r}; }, e => { window.__xnn.ran = {err: String(e)}; });"""
+# close it without a save dialog; its kernel shuts down in the background
+JS_CLOSE = """const x = window.__xnn; window.__xnn = null;
+if (x) { x.w.sessionContext.shutdown().catch(() => {}); x.w.context.model.dirty = false; x.w.dispose(); }"""
+JS_WIDGET_STDERR = """const x = window.__xnn; const t = x ? x.stderr.join('').replace(/\\x1b\\[[0-9;]*m/g, '') : '';
+if (!/Traceback \\(most recent call last\\)|^\\w+Error: /m.test(t)) return '';
+return t.length > 1800 ? t.slice(0, 400) + '\\n[...]\\n' + t.slice(-1400) : t"""
+JS_OUTPUT = "return Array.from(arguments[0].querySelectorAll('.widget-output')).map(e => e.innerHTML).join('|')"
 
 
-def _api(lab, method, path):
-    req = urllib.request.Request(f"{lab['url']}{path}", method=method,
-                                 headers={"Authorization": f"token {lab['token']}"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        body = r.read()
-    return json.loads(body) if body else None
+def _remember_output(driver, cell) -> None:
+    """Keep (in the page) what the widget in ``cell`` draws: its Output areas (figures, tables, text), not
+    its controls."""
+    driver.execute_script(f"arguments[0].__xnnBefore = (() => {{ {JS_OUTPUT} }})()", cell)
 
 
-def _shut_down_sessions(lab) -> None:
-    """Close every notebook session (and its kernel) so the next notebook starts alone."""
-    for sess in _api(lab, "GET", "/api/sessions") or []:
-        _api(lab, "DELETE", f"/api/sessions/{sess['id']}")
-
-
-def _output_html(driver, cell) -> str:
-    """What the widget in ``cell`` draws (its Output areas: figures, tables, text), not its controls."""
-    return driver.execute_script(
-        "return Array.from(arguments[0].querySelectorAll('.widget-output')).map(e => e.innerHTML).join('|')", cell)
+def _output_changed(driver, cell) -> bool:
+    return driver.execute_script(f"return (() => {{ {JS_OUTPUT} }})() !== arguments[0].__xnnBefore", cell)
 
 
 def _move_one_control(driver, cell) -> str:
@@ -190,50 +234,150 @@ def _move_one_control(driver, cell) -> str:
     return what
 
 
-@pytest.mark.parametrize("name", [p.name for p in _widget_notebooks()])
-def test_notebook_widgets_in_a_real_browser(lab, browser, name, tmp_path):
-    shots = []
+def _check_notebook(lab, driver, name, shot_dir, stop) -> str:
+    """Open ``name`` in the loaded JupyterLab, Run All, then move one control of every widget and check
+    its output changed (fails the test through pytest.fail / assert). Returns a timing line."""
+    shots, t = [], [time.time()]
 
     def shot(tag):
-        p = tmp_path / f"{Path(name).stem}-{tag}.png"
-        browser.save_screenshot(str(p))
+        p = shot_dir / f"{Path(name).stem}-{tag}.png"
+        driver.save_screenshot(str(p))
         shots.append(str(p))
         return shots
 
-    # a workspace of its own, reset: only this notebook is open (no tabs restored from the previous test)
-    _shut_down_sessions(lab)
-    browser.get(f"{lab['url']}/lab/workspaces/xnn-{Path(name).stem}/tree/{name}?reset&token={lab['token']}")
-    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 90, "the notebook", lambda: shot("open"))
-    _wait(lambda: browser.execute_script("return document.body.innerText.includes('| Idle')"), 120,
-          "an idle kernel", lambda: shot("kernel"))
-    browser.find_element(By.XPATH, "//li[contains(@class,'lm-MenuBar-item')][.//div[text()='Run']]").click()
-    browser.find_element(By.CSS_SELECTOR, ".lm-Menu-item[data-command='runmenu:run-all']").click()
-    t0 = time.time()
+    def mark():
+        t.append(time.time())
+        return f"{t[-1] - t[-2]:.1f}"
+
+    def kernel_idle():
+        return driver.execute_script(JS_KERNEL) == "idle"
+
+    r = driver.execute_async_script(JS_OPEN, name)
+    assert "err" not in r, f"{name}: JupyterLab could not open it: {r['err']}"
+    _wait(lambda: driver.execute_script(f"return {PANEL}.querySelectorAll('.jp-Notebook .jp-Cell').length"), 90,
+          "the notebook", lambda: shot("open"), stop)
+    _wait(kernel_idle, 120, "an idle kernel", lambda: shot("kernel"), stop)
+    timing = f"open {mark()} s"
+    driver.execute_script(JS_RUN_ALL)
 
     def finished():
-        prompts = browser.execute_script(JS_PROMPTS)
-        idle = browser.execute_script("return document.body.innerText.includes('| Idle')")
-        return idle and time.time() - t0 > 2 and prompts and not any("*" in p for p in prompts) and prompts
+        if not driver.execute_script("return window.__xnn.ran"):
+            return False
+        prompts = driver.execute_script(JS_PROMPTS)
+        return kernel_idle() and prompts and not any("*" in p for p in prompts) and prompts
 
-    prompts = _wait(finished, 600, "Run All to finish", lambda: shot("run"))
+    prompts = _wait(finished, 600, "Run All to finish", lambda: shot("run"), stop, every=0.25)
+    timing += f", run all {mark()} s"
     shot("ran")
-    errors = browser.execute_script(JS_ERRORS)
+    errors = driver.execute_script(JS_ERRORS)
     assert not errors, f"{name}: a cell raised: {errors[0]}; screenshots: {shots}"
     assert all(p.strip("[]: ").isdigit() for p in prompts), f"{name}: cells not run: {prompts}; {shots}"
-    cells = browser.execute_script(JS_WIDGET_CELLS)
+    cells = driver.execute_script(JS_WIDGET_CELLS)
     n_widget_cells = sum("skip-execution" in c.metadata.get("tags", [])
-                         for c in nbformat.read(str(lab["dir"] / name), as_version=4).cells)
+                         for c in nbformat.read(str(ROOT / "notebooks" / name), as_version=4).cells)
     assert len(cells) >= n_widget_cells, f"{name}: {n_widget_cells} widget cells, {len(cells)} rendered; {shots}"
     for k, cell in enumerate(cells):
-        before = _output_html(browser, cell)
-        what = _move_one_control(browser, cell)
-        # a traceback drawn into an output ends the wait at once; an update that raised inside an observer
-        # leaves the output as it was, which the timeout reports
-        _wait(lambda: _output_html(browser, cell) != before or browser.execute_script(JS_ERRORS), 180,
-              f"widget {k} ({what}) to redraw (no change: did its update raise in the kernel, or draw the "
-              "same figure?)", lambda: shot(f"widget{k}"))
-        _wait(lambda: browser.execute_script("return document.body.innerText.includes('| Idle')"), 180,
-              "the kernel after the move", lambda: shot(f"widget{k}-idle"))
+        _remember_output(driver, cell)
+        driver.execute_script("window.__xnn.stderr = []")
+        what = _move_one_control(driver, cell)
+        # a traceback drawn into an output, or one the kernel sent to stderr (an update that raised inside an
+        # observer leaves the output as it was), ends the wait at once; else the timeout reports no change
+        _wait(lambda: (_output_changed(driver, cell) or driver.execute_script(JS_ERRORS)
+                       or driver.execute_script(JS_WIDGET_STDERR)), 180,
+              f"{name}: widget {k} ({what}) to redraw (no change: did its update raise in the kernel, or draw "
+              "the same figure?)", lambda: shot(f"widget{k}"), stop)
+        tb = driver.execute_script(JS_WIDGET_STDERR)
+        if tb:
+            pytest.fail(f"{name}: widget {k} ({what}): its update raised in the kernel (traceback on its stderr):\n{tb}\n"
+                        f"screenshots: {shots}")
+        _wait(kernel_idle, 180, "the kernel after the move", lambda: shot(f"widget{k}-idle"), stop)
         shot(f"widget{k}")
-        errors = browser.execute_script(JS_ERRORS)
+        errors = driver.execute_script(JS_ERRORS)
         assert not errors, f"{name}: widget {k} ({what}) raised: {errors[0]}; screenshots: {shots}"
+        timing += f", widget {k} ({what}) {mark()} s"
+    return timing
+
+
+class _Runner:
+    """``WORKERS`` threads, each with its own headless Chromium and JupyterLab page, checking the notebooks
+    of one queue (longest first); :meth:`result` waits for one notebook's outcome."""
+
+    def __init__(self, lab, names, shot_dirs):
+        self.lab, self.shot_dirs = lab, shot_dirs
+        self.stop = threading.Event()
+        self.todo = queue.Queue()
+        for n in sorted(names, key=lambda n: -EXPECTED_S.get(n[:2], 60)):  # unknown ones early
+            self.todo.put(n)
+        self.done = {n: threading.Event() for n in names}
+        self.outcome = {}
+        self.t0 = time.time()
+        self.threads = [threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(WORKERS)]
+        for th in self.threads:
+            th.start()
+
+    def _load_lab(self, driver, i):
+        driver.get(f"{self.lab['url']}/lab/workspaces/xnn-browser-{i}?reset&token={self.lab['token']}")
+        _wait(lambda: driver.execute_script("return !!(window.jupyterapp && window.jupyterapp.shell)"), 90,
+              "JupyterLab to load", lambda: [], self.stop, every=0.2)
+        driver.execute_async_script("window.jupyterapp.restored.then(() => arguments[arguments.length - 1]())")
+
+    def _work(self, i):
+        driver = None
+        fresh = True
+        while not self.stop.is_set():
+            try:
+                name = self.todo.get_nowait()
+            except queue.Empty:
+                break
+            t = time.time()
+            try:
+                if driver is None:
+                    driver = _new_browser()
+                if fresh:
+                    self._load_lab(driver, i)
+                    fresh = False
+                timing = _check_notebook(self.lab, driver, name, self.shot_dirs[name], self.stop)
+                self.outcome[name] = None
+                print(f"\n  [browser {i}] {name}: {time.time() - t:.1f} s ({timing}); "
+                      f"at {time.time() - self.t0:.0f} s", flush=True)
+            except BaseException as e:  # pytest.fail raises an exception outside Exception
+                self.outcome[name] = e
+                fresh = True  # whatever state the page is in, the next notebook gets a freshly loaded app
+                print(f"\n  [browser {i}] {name}: FAILED after {time.time() - t:.1f} s", flush=True)
+            finally:
+                try:
+                    if driver is not None:
+                        driver.execute_script(JS_CLOSE)
+                except Exception:
+                    fresh = True
+                self.done[name].set()
+        if driver is not None:
+            driver.quit()
+
+    def result(self, name, timeout=1800):
+        if not self.done[name].wait(timeout):
+            pytest.fail(f"{name}: no browser finished it within {timeout} s")
+        e = self.outcome[name]
+        if e is not None and not isinstance(e, _Stopped):
+            raise e
+
+    def close(self):
+        self.stop.set()
+        for th in self.threads:
+            th.join(60)
+
+
+@pytest.fixture(scope="module")
+def runner(lab, tmp_path_factory, request):
+    # only the notebooks this session selected (-k, node ids), in any order
+    names = [it.callspec.params["name"] for it in request.session.items
+             if getattr(it, "originalname", None) == "test_notebook_widgets_in_a_real_browser"
+             and it.module is request.module]
+    r = _Runner(lab, names, {n: tmp_path_factory.mktemp(f"shots-{Path(n).stem}") for n in names})
+    yield r
+    r.close()
+
+
+@pytest.mark.parametrize("name", [p.name for p in _widget_notebooks()])
+def test_notebook_widgets_in_a_real_browser(runner, name):
+    runner.result(name)
