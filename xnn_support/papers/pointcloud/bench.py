@@ -104,12 +104,17 @@ def _tf_style_sigma(model, x, sigma_f: float, *, steps: int = 2001, lam: float =
 @one_thread
 def _sigma_equal_rows(quick: bool):
     """Our ``points`` estimator on a ladder of step counts vs the TF loop's answer (r >= 0.95 per cloud,
-    mean over clouds, both after drop_outsider); see xnn_support/papers/discarding/bench_equal.py."""
+    mean over clouds, both after drop_outsider); see xnn_support/papers/discarding/bench_equal.py.
+    Caveat (measured, issue 23): on this random-init 128-point net F falls below 2 within ~10 steps and
+    stays near 0.2, so the TF read-out lands at step ~7 (sigma 0.03 +- 0.001, set by Adam's first
+    sign-like steps): the reference answer is degenerate here; use a trained net before reading the
+    ratio as an equal-accuracy claim. The full row takes ~15 min on a loaded 2-core CPU."""
     from ..discarding.bench_equal import equal_accuracy_row, ladder
     from .method import drop_outsider, feature_scale
-    model, x = _setup(4 if quick else 16)
+    model, x = _setup(4 if quick else 8)
     sf = feature_scale(model, x)
     ref_steps = 30 if quick else 2001
+    lam = 0.004 * 1024 / x.shape[1]   # the TF lambda for N = 1024 points, scaled so that F* = lam N / 2 stays 2
     rungs = (10,) if quick else (25, 50, 100, 200, 400)
 
     def ours(T):
@@ -119,11 +124,12 @@ def _sigma_equal_rows(quick: bool):
     ours(rungs[0])
     before = ladder(ours, rungs, [torch.arange(float(x.shape[1]))] * x.shape[0])   # timings only
     t0 = time.perf_counter()
-    ref = drop_outsider(_tf_style_sigma(model, x, sf, steps=ref_steps))
+    ref = drop_outsider(_tf_style_sigma(model, x, sf, steps=ref_steps, lam=lam))
     t_ref = time.perf_counter() - t0
     after = ladder(ours, rungs, list(ref))
     settings = (f"{x.shape[0]} clouds x N = {x.shape[1]}, Mini-PointNet++ (random init), sigma_f from feature_scale; "
-                f"reference {ref_steps} steps (TF loop: 1 sample, Adam 1e-4, lambda 0.004, F = 2 read-out); "
+                f"reference {ref_steps} steps (TF loop: 1 sample, Adam 1e-4, lambda {lam:g} = 0.004 x 1024 / N, F = 2 "
+                "read-out); "
                 "ours: points preset (log-sigma, Adam 0.05 cosine, 8 samples, F held at 2, tail)")
     return [equal_accuracy_row(f"point sigma to r >= 0.95 with the TF {ref_steps}-step answer ({x.shape[0]} clouds)",
                                t_ref, f"TF loop, {ref_steps} steps", before, after, quick, settings)]
