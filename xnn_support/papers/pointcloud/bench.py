@@ -16,9 +16,9 @@ import torch
 
 from ...bench import Row, benchmark, one_thread, paired
 from ...models import build
-from .method import attack
 from ...models.pointnets_base import take
-from .method import point_sigma
+from ..discarding.bench_equal import equal_accuracy_row, ladder
+from .method import _features, _layer, attack, drop_outsider, feature_scale, point_sigma
 
 
 def _setup(n_clouds: int, points: int = 128):
@@ -77,7 +77,6 @@ def _tf_style_sigma(model, x, sigma_f: float, *, steps: int = 2001, lam: float =
     sigma (B, N) from 0.03, clipped to +-0.08 in the forward, one fresh noise sample per step, the model
     run on concat([X, X~]) with the clean cloud's geometry (fixed sampling), L = mean_b ||f~ - f||^2 /
     sigma_f - lam mean_b sum_i log|sigma_c|, Adam; read where the batch F is closest to 2 among F >= 0.5."""
-    from .method import _features, _layer
     B, N = x.shape[:2]
     g = torch.Generator().manual_seed(seed)
     feats = _features(model, _layer(model, None), model.geometry(x), None)
@@ -109,8 +108,6 @@ def _sigma_equal_rows(quick: bool):
     stays near 0.2, so the TF read-out lands at step ~7 (sigma 0.03 +- 0.001, set by Adam's first
     sign-like steps): the reference answer is degenerate here; use a trained net before reading the
     ratio as an equal-accuracy claim. The full row takes ~15 min on a loaded 2-core CPU."""
-    from ..discarding.bench_equal import equal_accuracy_row, ladder
-    from .method import drop_outsider, feature_scale
     model, x = _setup(4 if quick else 8)
     sf = feature_scale(model, x)
     ref_steps = 30 if quick else 2001
