@@ -20,7 +20,7 @@ from torch import nn
 
 from ...core import validate as V
 from ...core.predict import predict
-from ..icnn.metrics import instability_per_filter, part_iou, peak_positions
+from ..icnn.metrics import credited_instability, part_iou, peak_positions
 from .planted import PlantedBlocks, unmix
 
 __all__ = ["reconstruction_error", "replacement_accuracy", "filter_interpretability", "block_shares"]
@@ -62,15 +62,7 @@ def filter_interpretability(model: nn.Module, layer: str, ds, *, top_n: int = 10
     keep = torch.ones(pos.shape[0], dtype=torch.bool) if alive is None else sc.amax(1) > alive
     pos, sc, maps = pos[keep], sc[keep], maps[:, keep]
     S = int(ds.images.shape[-1])
-    classes = sorted(set(y.tolist()))
-    credit = torch.stack([sc[:, y == c].mean(1) for c in classes], 1).argmax(1)
-    per = np.full(pos.shape[0], np.nan)
-    for ci, c in enumerate(classes):
-        f_idx = torch.nonzero(credit == ci).flatten()
-        if len(f_idx):
-            sel = y == c
-            per[f_idx.numpy()] = instability_per_filter(pos[f_idx][:, sel], lms[sel], S, top_n=top_n,
-                                                        scores=sc[f_idx][:, sel])
+    per = credited_instability(pos, sc, lms, y, S, top_n=top_n)
     pm = ds.part_masks[posm]
     present = pm.flatten(2).any(2).any(0)
     iou = part_iou(maps, pm[:, present]) if maps.shape[1] else torch.zeros(0, 1)

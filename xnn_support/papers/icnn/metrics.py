@@ -26,7 +26,8 @@ from torch import nn
 from ...core import validate as V
 from ...core.capture import capture
 
-__all__ = ["location_instability", "instability_per_filter", "peak_positions", "layer_maps", "part_iou"]
+__all__ = ["location_instability", "instability_per_filter", "credited_instability", "peak_positions", "layer_maps",
+           "part_iou"]
 
 
 def _shape(t) -> str:
@@ -92,6 +93,24 @@ def location_instability(positions, landmarks, image_size: Union[int, Sequence[i
     """
     per = instability_per_filter(positions, landmarks, image_size, top_n=top_n, scores=scores)
     return float(np.nanmean(per)) if np.isfinite(per).any() else float("nan")
+
+
+def credited_instability(positions: torch.Tensor, scores: torch.Tensor, landmarks: torch.Tensor, labels: torch.Tensor,
+                         image_size: Union[int, Sequence[int]], *, top_n: int = 100) -> np.ndarray:
+    """(F,) location instability of each filter on the images of the category it is credited to (the one
+    where its mean peak score is highest; notebook 02's multi-category protocol, also 08's and the real
+    network's): ``positions`` (F, N, 2) and ``scores`` (F, N) of :func:`peak_positions`, ``landmarks``
+    and ``labels`` of the same N images. NaN for a filter whose category has no images."""
+    classes = sorted(set(labels.tolist()))
+    credit = torch.stack([scores[:, labels == c].mean(1) for c in classes], 1).argmax(1)
+    per = np.full(positions.shape[0], np.nan)
+    for ci, c in enumerate(classes):
+        f_idx = torch.nonzero(credit == ci).flatten()
+        if len(f_idx):
+            sel = labels == c
+            per[f_idx.numpy()] = instability_per_filter(positions[f_idx][:, sel], landmarks[sel], image_size,
+                                                        top_n=top_n, scores=scores[f_idx][:, sel])
+    return per
 
 
 def layer_maps(model: nn.Module, layer: str, images: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:

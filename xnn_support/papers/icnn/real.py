@@ -60,7 +60,7 @@ from ...models import build
 from ...models.pretrained import preprocess
 from .experiments import TASKS
 from .method import FilterLoss, make_interpretable
-from .metrics import instability_per_filter, layer_maps, part_iou
+from .metrics import credited_instability, layer_maps, part_iou
 
 __all__ = ["SIZE", "INSERT", "LAYER", "MODES", "Lower", "Top", "FeatureSet", "real_data", "build_real_net",
            "lower_features", "finetune", "evaluate_top", "real_study", "real_changes", "real_summary",
@@ -221,15 +221,7 @@ def evaluate_top(top: nn.Module, fval: torch.Tensor, val, *, top_n: int = 100) -
     lms, y = val.landmarks[posm], val.labels[posm]
     maps = layer_maps(top, f"net.{LAYER}.conv", fval[posm])
     pos, sc = _peaks(maps, int(val.images.shape[-1]))
-    classes = sorted(set(y.tolist()))
-    credit = torch.stack([sc[:, y == c].mean(1) for c in classes], 1).argmax(1)
-    per = np.full(pos.shape[0], np.nan)
-    for ci, c in enumerate(classes):
-        f_idx = torch.nonzero(credit == ci).flatten()
-        if len(f_idx):
-            sel = y == c
-            per[f_idx.numpy()] = instability_per_filter(pos[f_idx][:, sel], lms[sel], int(val.images.shape[-1]),
-                                                        top_n=top_n, scores=sc[f_idx][:, sel])
+    per = credited_instability(pos, sc, lms, y, int(val.images.shape[-1]), top_n=top_n)
     pm = val.part_masks[posm]
     pm = F.adaptive_avg_pool2d(pm[:, pm.flatten(2).any(2).any(0)].float(), IOU_SIZE) >= 0.5
     iou = part_iou(maps, pm, batch_size=16)
