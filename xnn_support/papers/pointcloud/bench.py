@@ -17,7 +17,7 @@ import torch
 from ...bench import Row, benchmark, one_thread, paired
 from ...models import build
 from ...models.pointnets_base import take
-from ..discarding.bench_equal import equal_accuracy_row, ladder
+from ..discarding.bench_equal import equal_accuracy_row, ladder, pearson
 from .experiments import PROFILES, load_clouds, trained_model
 from .method import _features, _layer, attack, drop_outsider, feature_scale, point_sigma
 
@@ -85,11 +85,13 @@ def _sigma_rows(quick: bool):
 
 # ------------------------------------------------------------------------------------ equal accuracy
 def _tf_style_sigma(model, x, sigma_f: float, *, steps: int = 2001, lam: float = 0.004, lr: float = 1e-4,
-                    seed: int = 0) -> torch.Tensor:
+                    seed: int = 0, readout: str = "target", tail: float = 0.2) -> torch.Tensor:
     """The official TF loop (ada-shen/utility noisy.py, spec 06 section 2.2) on all B clouds in one batch:
     sigma (B, N) from 0.03, clipped to +-0.08 in the forward, one fresh noise sample per step, the model
     run on concat([X, X~]) with the clean cloud's geometry (fixed sampling), L = mean_b ||f~ - f||^2 /
-    sigma_f - lam mean_b sum_i log|sigma_c|, Adam; read where the batch F is closest to 2 among F >= 0.5."""
+    sigma_f - lam mean_b sum_i log|sigma_c|, Adam. ``readout``: "target" (the code's: the step where the
+    batch F is closest to 2 among F >= 0.5) or "tail" (the mean clipped |sigma| of the last ``tail`` of
+    the steps: the converged answer of a long run, its one-sample jitter averaged out)."""
     B, N = x.shape[:2]
     g = torch.Generator().manual_seed(seed)
     feats = _features(model, _layer(model, None), model.geometry(x), None)
@@ -97,7 +99,8 @@ def _tf_style_sigma(model, x, sigma_f: float, *, steps: int = 2001, lam: float =
     sigma = torch.full((B, N), 0.03, requires_grad=True)
     opt = torch.optim.Adam([sigma], lr=lr)
     best, best_key = sigma.detach().clone(), float("inf")
-    for _ in range(steps):
+    acc, n_acc, first_tail = torch.zeros(B, N), 0, steps - max(1, int(tail * steps))
+    for t in range(steps):
         sc = sigma.clamp(-0.08, 0.08)
         xt = x + sc[..., None] * torch.randn(B, N, 3, generator=g)
         f = feats([torch.cat([x, xt])], idx2)[0]
@@ -109,36 +112,55 @@ def _tf_style_sigma(model, x, sigma_f: float, *, steps: int = 2001, lam: float =
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return best
+        if t >= first_tail:
+            acc += sigma.detach().clamp(-0.08, 0.08).abs()
+            n_acc += 1
+    return acc / n_acc if readout == "tail" else best
 
 
 @benchmark("pointcloud/equal_accuracy_sigma")
 @one_thread
 def _sigma_equal_rows(quick: bool):
-    """Our ``points`` estimator on a ladder of step counts vs the TF loop's answer (r >= 0.95 per cloud,
+    """Our estimator on a ladder of step counts vs the TF loop's converged answer (r >= 0.95 per cloud,
     mean over clouds, both after drop_outsider); see xnn_support/papers/discarding/bench_equal.py.
-    On a trained Mini-PointNet++ (notebook 06's recipe) and real digits3d test clouds: on a random-init
-    net (the first version of this row) F falls below 2 within ~10 steps and the TF read-out lands at
-    step ~7, where sigma is still its start value, so that reference answer was degenerate."""
+
+    On a trained Mini-PointNet++ (notebook 06's recipe) and real digits3d test clouds (on a random-init
+    net, the first version of this row, F falls below 2 within ~10 steps and the TF read-out lands at
+    step ~7, where sigma is still its start value). Measured (issue 23, 8 clouds): the official 2001-step
+    answer is not converged (r 0.56 with the same loop's 12000-step answer), so the reference is the
+    12000-step run, tail-averaged. Its own repeatability (noise seed 0 vs 1) is printed with the row:
+    0.93 on 4 clouds, below the 0.95 target, because the clip at 0.08 stops the gradient of the ~40% of
+    points that reach it, so which points saturate depends on the noise path. Two rows: the notebook's
+    ``points`` preset (F held at 2) and the engine on the TF objective (``cvpr21_points``: fixed lambda)
+    with 8 samples, Adam 3e-3 and cosine decay."""
     model, x = _trained_setup(4 if quick else 8, quick)
     sf = feature_scale(model, x)
-    ref_steps = 30 if quick else 2001
+    ref_steps = 30 if quick else 12000
     lam = 0.004 * 1024 / x.shape[1]   # the TF lambda for N = 1024 points, scaled so that F* = lam N / 2 stays 2
     rungs = (10,) if quick else (25, 50, 100, 200, 400)
-
-    def ours(T):
-        ps = point_sigma(model, x, steps=T, samples=8, sigma_f=sf, batch_size=None)
-        return ps.seconds, list(ps.sigma)
-
-    ours(rungs[0])
-    before = ladder(ours, rungs, [torch.arange(float(x.shape[1]))] * x.shape[0])   # timings only
+    engines = {"points preset (log-sigma, Adam 0.05 cosine, 8 samples, F held at 2, tail)": {},
+               "TF objective (cvpr21_points: clamp, fixed lambda) with 8 samples, Adam 3e-3 cosine, tail":
+                   dict(preset="cvpr21_points", lam=lam, lr=3e-3, lr_schedule="cosine", readout="tail")}
     t0 = time.perf_counter()
-    ref = drop_outsider(_tf_style_sigma(model, x, sf, steps=ref_steps, lam=lam))
+    ref = drop_outsider(_tf_style_sigma(model, x, sf, steps=ref_steps, lam=lam, readout="tail"))
     t_ref = time.perf_counter() - t0
-    after = ladder(ours, rungs, list(ref))
-    settings = (f"{x.shape[0]} clouds x N = {x.shape[1]}, Mini-PointNet++ trained (06 recipe, seed 0) on digits3d, its test clouds, sigma_f from feature_scale; "
-                f"reference {ref_steps} steps (TF loop: 1 sample, Adam 1e-4, lambda {lam:g} = 0.004 x 1024 / N, F = 2 "
-                "read-out); "
-                "ours: points preset (log-sigma, Adam 0.05 cosine, 8 samples, F held at 2, tail)")
-    return [equal_accuracy_row(f"point sigma to r >= 0.95 with the TF {ref_steps}-step answer ({x.shape[0]} clouds)",
-                               t_ref, f"TF loop, {ref_steps} steps", before, after, quick, settings)]
+    again = drop_outsider(_tf_style_sigma(model, x, sf, steps=ref_steps, lam=lam, readout="tail", seed=1))
+    repeat = sum(pearson(a, b) for a, b in zip(ref, again)) / x.shape[0]
+    rows = []
+    for label, kw in engines.items():
+        def ours(T, kw=kw):
+            ps = point_sigma(model, x, steps=T, samples=8, sigma_f=sf, batch_size=None, **kw)
+            return ps.seconds, list(ps.sigma)
+
+        ours(rungs[0])
+        before = ladder(ours, rungs, [torch.arange(float(x.shape[1]))] * x.shape[0])   # timings only
+        after = ladder(ours, rungs, list(ref))
+        settings = (f"{x.shape[0]} clouds x N = {x.shape[1]}, Mini-PointNet++ trained (06 recipe, seed 0) on digits3d, "
+                    f"its test clouds, sigma_f from feature_scale; reference: TF loop (1 sample, Adam 1e-4, lambda "
+                    f"{lam:g} = 0.004 x 1024 / N) {ref_steps} steps, mean of the last 20%; the reference's own "
+                    f"repeatability (noise seed 0 vs 1) r {repeat:.3f}; ours: {label}")
+        rows.append(equal_accuracy_row(
+            f"point sigma to r >= 0.95 with the TF {ref_steps}-step answer ({x.shape[0]} clouds), "
+            f"{'points preset' if not kw else 'TF objective'}", t_ref, f"TF loop, {ref_steps} steps", before, after,
+            quick, settings))
+    return rows
