@@ -40,6 +40,6 @@ def test_equal_accuracy_quick_rows_run():
     rows = bench.run_benchmarks(only=["discarding/equal_accuracy_", "pointcloud/equal_accuracy_"], quick=True,
                                 log=lambda s: None)
     rows = [r for r in rows if "import failed" not in r.name]
-    assert len(rows) == 3 and not any("failed" in r.name for r in rows)
+    assert len(rows) == 4 and not any("failed" in r.name for r in rows)  # word, pixel, point x 2 engines
     for r in rows:
         assert r.ok is None and "no claim" in r.note and math.isfinite(r.ratio) and r.reference > 0
