@@ -92,6 +92,8 @@ def _tf_style_sigma(model, x, sigma_f: float, *, steps: int = 2001, lam: float =
     sigma_f - lam mean_b sum_i log|sigma_c|, Adam. ``readout``: "target" (the code's: the step where the
     batch F is closest to 2 among F >= 0.5) or "tail" (the mean clipped |sigma| of the last ``tail`` of
     the steps: the converged answer of a long run, its one-sample jitter averaged out)."""
+    if readout not in ("target", "tail"):
+        raise ValueError(f"readout must be 'target' or 'tail', got {readout!r}")
     B, N = x.shape[:2]
     g = torch.Generator().manual_seed(seed)
     feats = _features(model, _layer(model, None), model.geometry(x), None)
