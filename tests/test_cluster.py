@@ -301,3 +301,20 @@ def test_jobs_runs_notebooks_side_by_side_longest_first(tmp_path):
     for bad, msg in ((["--jobs", "0"], "--jobs must be"), (["--jobs", "2", "--cluster", "local:2"], "drop one"),
                      (["--jobs", "2", "--widgets"], "--widgets and --html")):
         assert cli.main(["reproduce", "--notebooks", str(d), "--out", str(tmp_path / "o2")] + bad) == 2
+
+
+def _worker_monitor_config():
+    import dask.config as c
+    return (c.get("distributed.worker.profile.enabled"), c.get("distributed.admin.system-monitor.gil.enabled"),
+            c.get("distributed.admin.tick.interval"))
+
+
+def test_local_workers_run_with_dasks_monitors_quiet():
+    """The profiler, GIL monitor and 20 ms tick cost ~12% of a core next to two notebooks: the workers of a
+    local cluster get :data:`QUIET_MONITORS`, and the caller's own dask config is left as it was."""
+    import dask.config
+    before = dask.config.get("distributed.worker.profile.enabled")
+    with C.connect(C.ClusterSpec("local", workers=1), log=lambda m: None) as client:
+        got = list(client.run(_worker_monitor_config).values())
+    assert got == [(False, False, "1000ms")]
+    assert dask.config.get("distributed.worker.profile.enabled") == before
