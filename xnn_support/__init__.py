@@ -18,5 +18,8 @@ from .core.capture import capture, Capture, CaptureError, resolve_layers  # noqa
 from .core.ledger import record, results_table, set_ledger, ledger_path  # noqa: F401
 from .core.utils import seed_everything, device_of, progress  # noqa: F401
 from .core import compat as _compat
+from .core.malloc import tune_malloc as _tune_malloc
+
+_tune_malloc()  # freed tensors stay in the process: see xnn_support.core.malloc
 
 _compat.install(__name__)
