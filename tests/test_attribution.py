@@ -56,7 +56,9 @@ def test_every_transform_preserves_the_function_in_float64(nets, x, kind):
 
 def test_bn_fold_preserves_the_function(nets, x):
     bn, folded = nets
-    assert A.assert_same_function(bn, folded, x) < 1e-10
+    # tol 1e-9: the fold's float64 error measured 1.03e-10 on 2026-12-02 (also at ba51125, which passed 1e-10 the
+    # day before on this machine kind), rounding of the folded weights; a wrong fold errs by orders more
+    assert A.assert_same_function(bn, folded, x, tol=1e-9) < 1e-9
     _, ep = A.reparameterise(bn, "R6", "features.4", example=x)
     assert ep.max_error < 1e-10 and ep.layer == "features.5"
 
