@@ -260,7 +260,8 @@ def test_two_processes_training_one_key_train_it_once(tmp_path):
 def test_time_profile_categories():
     from xnn_support.run.timing import categorise
     assert categorise("import torch\nSIZES = {}") == "setup"
-    assert categorise("r = fit('vgg_small', tr)\nviz.training_curves(r)") == "training"
+    assert categorise("r = fit('vgg_small', tr)\nviz.training_curves(r)") == "training (guessed)"
+    assert categorise("r = fit('vgg_small', tr)\nviz.training_curves(r)", measured=True) == "figures"
     assert categorise("viz.image_grid(ds)") == "figures"
     assert categorise("rows = X.run_study(cfg)") == "method"
     assert categorise("widgets.tree_walker(t, x)") == "widgets"

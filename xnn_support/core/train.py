@@ -42,6 +42,7 @@ from torch import nn
 
 from . import cache as _cache
 from . import validate as V
+from . import timelog
 from .augment import make_augment
 from .predict import (Inputs, _as_tuple, _check_xy, _forward, _is_class, _val_metrics,  # noqa: F401
                       default_inputs, evaluate, predict)
@@ -241,7 +242,7 @@ def _train_and_write(model, x, y, vx, vy, *, parts, key, path, cache, dev, check
     if fmt is not None:
         model.to(memory_format=fmt)
     try:
-        with torch_threads(num_threads):
+        with torch_threads(num_threads), timelog.span("training", model_id.get("name", type(model).__name__)):
             history, ckpts = _train_loop(
                 model, x, y, vx, vy, dev=dev, epochs=epochs, lr=lr, batch_size=batch_size,
                 opt=_make_optimizer(optimizer, [p for p in model.parameters() if p.requires_grad],

@@ -35,6 +35,11 @@ def paths(out_dir: Path, name: str):
             out_dir / f"{name}.run.json", out_dir / f".{name}.partial.metrics.json")
 
 
+def time_log_path(out_dir: Path, name: str) -> Path:
+    """The spans notebook ``name`` logged while it ran (see :mod:`xnn_support.core.timelog`)."""
+    return Path(out_dir) / f"{name}.time.jsonl"
+
+
 def file_digest(path: Path) -> Optional[str]:
     """sha256 of a file, None if it does not exist."""
     h = hashlib.sha256()

@@ -39,12 +39,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ..core.version import __version__
 from ..core.ledger import atomic_write_text
+from ..core import timelog
 from .catalog import (PROFILES, NotebookInfo, ParameterError, catalog, coerce_params,  # noqa: F401
                       default_notebooks_dir, find_notebook)
 from .guard import (Interrupts, RunInterrupted, RunLocked, TrackedKernelManager, interrupts, out_folder,  # noqa: F401
                     out_lock, run_interruptible)
 from .integrity import (file_digest, incomplete_cells, marker_digest, output_problem, paths, read_marker,  # noqa: F401
-                        read_metrics)
+                        read_metrics, time_log_path)
 from .report import notebook_html, write_report
 from .exercise import widget_notebook
 import nbformat
@@ -188,8 +189,10 @@ def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel:
     out_dir.mkdir(parents=True, exist_ok=True)
     params = coerce_params(info, params)
     out, partial, ledger, marker, part_ledger = paths(out_dir, info.name)
-    for p in (marker, ledger, out, partial, part_ledger, out.with_suffix(".html")):  # marker first: not complete
+    tlog = time_log_path(out_dir, info.name)
+    for p in (marker, ledger, out, partial, part_ledger, out.with_suffix(".html"), tlog):  # marker first: not complete
         p.unlink(missing_ok=True)
+    tlog.write_text("")  # exists even if nothing trains: the profile then knows training was measured
     key = inputs_hash(info, params, widgets=widgets)
     source = None
     if widgets:
@@ -197,8 +200,9 @@ def run_notebook(info: NotebookInfo, params: Dict[str, Any], out_dir, *, kernel:
         widget_notebook(info.path, source)
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
-    old_env = {k: os.environ.get(k) for k in ("XNN_LEDGER", "MPLBACKEND", "XNN_QUIET")}
+    old_env = {k: os.environ.get(k) for k in ("XNN_LEDGER", "MPLBACKEND", "XNN_QUIET", timelog.ENV)}
     os.environ["XNN_LEDGER"] = str(part_ledger.resolve())
+    os.environ[timelog.ENV] = str(tlog.resolve())  # training spans, for --profile-time
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ["XNN_QUIET"] = "1"  # progress bars cannot render in a stored notebook
     try:
