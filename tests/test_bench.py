@@ -43,3 +43,12 @@ def test_equal_accuracy_quick_rows_run():
     assert len(rows) == 4 and not any("failed" in r.name for r in rows)  # word, pixel, point x 2 engines
     for r in rows:
         assert r.ok is None and "no claim" in r.note and math.isfinite(r.ratio) and r.reference > 0
+
+
+def test_op_profile_names_the_operators_that_take_the_time():
+    import torch
+    from xnn_support.bench import op_profile
+    a = torch.randn(64, 64)
+    got = op_profile(lambda: [a @ a for _ in range(20)], top=2)
+    assert got.startswith("aten::") and "%" in got and "op calls" in got, got
+    assert int(got.rsplit("; ", 1)[1].split()[0]) >= 20  # every matmul counted

@@ -18,11 +18,12 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 from ..core.utils import torch_threads
 
 __all__ = ["Row", "benchmark", "run_benchmarks", "format_table", "timeit", "paired", "one_thread", "plugins",
-           "TinyConvNet"]
+           "TinyConvNet", "op_profile"]
 
 #: the core rows; the papers' rows are found by :func:`plugins`
 CORE_PLUGINS = ("xnn_support.bench.core", "xnn_support.bench.train", "xnn_support.bench.cluster")
@@ -104,6 +105,19 @@ def paired(fn_a, fn_b, *, repeat: int = 5, warmup: int = 1):
         ta.append(t1 - t0)
         tb.append(t2 - t1)
     return statistics.median(ta), statistics.median(tb)
+
+
+def op_profile(fn: Callable[[], object], top: int = 5) -> str:
+    """Where ``fn()``'s CPU time goes: the ``top`` torch operators by self CPU time, each as its share
+    of all operator self time (``"aten::mm 31%, ..."``), then the calls per operator summed (launch
+    overhead shows as many calls). For a row's note: why a batched engine gains what it gains."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    ev = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in ev) or 1.0
+    ev.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    shares = ", ".join(f"{e.key} {100 * e.self_cpu_time_total / total:.0f}%" for e in ev[:top])
+    return f"{shares}; {sum(e.count for e in ev)} op calls"
 
 
 def _load_plugins(log) -> List[Row]:
