@@ -134,24 +134,31 @@ def _sigma_equal_rows(quick: bool):
     net, the first version of this row, F falls below 2 within ~10 steps and the TF read-out lands at
     step ~7, where sigma is still its start value). Measured (issue 23, 8 clouds): the official 2001-step
     answer is not converged (r 0.56 with the same loop's 12000-step answer), so the reference is the
-    12000-step run, tail-averaged. Its own repeatability (noise seed 0 vs 1) is printed with the row:
-    0.93 on 4 clouds, below the 0.95 target, because the clip at 0.08 stops the gradient of the ~40% of
-    points that reach it, so which points saturate depends on the noise path. Two rows: the notebook's
-    ``points`` preset (F held at 2) and the engine on the TF objective (``cvpr21_points``: fixed lambda)
-    with 8 samples, Adam 3e-3 and cosine decay."""
+    12000-step run, tail-averaged. One such run repeats itself only to r 0.93 (noise seed 0 vs 1, 4
+    clouds), below the 0.95 target, because the clip at 0.08 stops the gradient of the ~40% of points
+    that reach it, so which points saturate depends on the noise path. The converged answer of a
+    stochastic optimiser is its expectation over the noise, so the reference answer is the mean of
+    ``ref_seeds`` such runs (noise seeds 0..K-1); the reference's time is one run's, and its own accuracy
+    (one run against the mean of the other K-1, which understates it) is printed with the row. Two rows:
+    the notebook's ``points`` preset (F held at 2) and the engine on the TF objective (``cvpr21_points``:
+    fixed lambda) with 8 samples, Adam 3e-3 and cosine decay."""
     model, x = _trained_setup(4 if quick else 8, quick)
     sf = feature_scale(model, x)
-    ref_steps = 30 if quick else 12000
+    ref_steps, ref_seeds = (30, 2) if quick else (12000, 4)
     lam = 0.004 * 1024 / x.shape[1]   # the TF lambda for N = 1024 points, scaled so that F* = lam N / 2 stays 2
-    rungs = (10,) if quick else (25, 50, 100, 200, 400)
+    rungs = (10,) if quick else (25, 50, 100, 200, 400, 800)
     engines = {"points preset (log-sigma, Adam 0.05 cosine, 8 samples, F held at 2, tail)": {},
                "TF objective (cvpr21_points: clamp, fixed lambda) with 8 samples, Adam 3e-3 cosine, tail":
                    dict(preset="cvpr21_points", lam=lam, lr=3e-3, lr_schedule="cosine", readout="tail")}
-    t0 = time.perf_counter()
-    ref = drop_outsider(_tf_style_sigma(model, x, sf, steps=ref_steps, lam=lam, readout="tail"))
-    t_ref = time.perf_counter() - t0
-    again = drop_outsider(_tf_style_sigma(model, x, sf, steps=ref_steps, lam=lam, readout="tail", seed=1))
-    repeat = sum(pearson(a, b) for a, b in zip(ref, again)) / x.shape[0]
+    runs, times = [], []
+    for k in range(ref_seeds):
+        t0 = time.perf_counter()
+        runs.append(drop_outsider(_tf_style_sigma(model, x, sf, steps=ref_steps, lam=lam, readout="tail", seed=k)))
+        times.append(time.perf_counter() - t0)
+    t_ref, ref = min(times), torch.stack(runs).mean(0)
+    own = [sum(pearson(runs[k][b], torch.stack([r[b] for j, r in enumerate(runs) if j != k]).mean(0))
+               for b in range(x.shape[0])) / x.shape[0] for k in range(ref_seeds)]
+    pair = sum(pearson(a, b) for a, b in zip(runs[0], runs[1])) / x.shape[0]
     rows = []
     for label, kw in engines.items():
         def ours(T, kw=kw):
@@ -163,10 +170,12 @@ def _sigma_equal_rows(quick: bool):
         after = ladder(ours, rungs, list(ref))
         settings = (f"{x.shape[0]} clouds x N = {x.shape[1]}, Mini-PointNet++ trained (06 recipe, seed 0) on digits3d, "
                     f"its test clouds, sigma_f from feature_scale; reference: TF loop (1 sample, Adam 1e-4, lambda "
-                    f"{lam:g} = 0.004 x 1024 / N) {ref_steps} steps, mean of the last 20%; the reference's own "
-                    f"repeatability (noise seed 0 vs 1) r {repeat:.3f}; ours: {label}")
+                    f"{lam:g} = 0.004 x 1024 / N) {ref_steps} steps, mean of the last 20%, averaged over noise seeds "
+                    f"0-{ref_seeds - 1} (time: one run, best of {ref_seeds}); the reference's own accuracy: one run "
+                    f"against the mean of the other {ref_seeds - 1} r {sum(own) / len(own):.3f} (seeds: "
+                    f"{', '.join(f'{v:.3f}' for v in own)}), seed 0 against seed 1 r {pair:.3f}; ours: {label}")
         rows.append(equal_accuracy_row(
-            f"point sigma to r >= 0.95 with the TF {ref_steps}-step answer ({x.shape[0]} clouds), "
-            f"{'points preset' if not kw else 'TF objective'}", t_ref, f"TF loop, {ref_steps} steps", before, after,
-            quick, settings))
+            f"point sigma to r >= 0.95 with the TF {ref_steps}-step answer (mean of {ref_seeds} noise seeds, "
+            f"{x.shape[0]} clouds), {'points preset' if not kw else 'TF objective'}", t_ref,
+            f"TF loop, {ref_steps} steps, one run", before, after, quick, settings))
     return rows
