@@ -249,3 +249,24 @@ def test_pixel_information_lam_acts_with_constraint_none():
     lo = D.pixel_information(model, x, ["features.2"], grid=4, steps=20, lam=0.1, constraint=None, samples=2)
     hi = D.pixel_information(model, x, ["features.2"], grid=4, steps=20, lam=10.0, constraint=None, samples=2)
     assert not torch.equal(lo["features.2"].sigma, hi["features.2"].sigma)
+
+
+def test_clip_absorbs_a_sigma_that_crosses_the_bound_and_clamp_lets_it_back():
+    """``parameterization="clip"`` (the CVPR21 TF code's clip in the forward): a strong entropy weight
+    for the first steps drives every sigma past sigma_max; when the weight drops, the projected
+    ``clamp`` sigmas return to the interior optimum, the clipped ones get no gradient and stay at the bound."""
+    x = torch.zeros(2, 5, 8)
+
+    def lam(t, T):
+        return 50.0 if t < 20 else 1e-4
+
+    out = {}
+    for p in ("clamp", "clip"):
+        res = S.optimize_sigma(x, S.AxisUnits(), S.CallableFeatures([_phi]), parameterization=p, sigma_init=0.03,
+                               sigma_min=1e-4, sigma_max=0.08, lam=lam, lr=0.01, steps=200, samples=2,
+                               sigma_f=1.0, readout="final", constraint=None, seed=0)
+        out[p] = res.sigma[0]
+    assert torch.allclose(out["clip"], torch.full_like(out["clip"], 0.08)), out["clip"]
+    assert bool((out["clamp"] < 0.07).all()), out["clamp"]
+    with pytest.raises(ValueError, match="clip"):
+        S.optimize_sigma(x, S.AxisUnits(), S.CallableFeatures([_phi]), parameterization="clipped", steps=2)

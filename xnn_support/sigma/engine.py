@@ -33,7 +33,10 @@ sample of inputs, 06's dataset constant).
 Parameterisations (``SigmaConfig.parameterization``):
 ``"sigmoid"`` sigma = scale * sigmoid(rho) (ICML19); ``"log"`` sigma = exp(rho), rho projected onto
 [log sigma_min, log sigma_max] after each step (clean default); ``"clamp"`` rho = sigma, clamped to
-[sigma_min, sigma_max] after each step (ICML22 parity: the code clamps in place at every forward).
+[sigma_min, sigma_max] after each step (ICML22 parity: the code clamps in place at every forward);
+``"clip"`` rho = sigma, unbounded, and sigma = clamp(rho, sigma_min, sigma_max) in the forward only
+(the CVPR21 TF code's tf.clip_by_value: a sigma that crosses a bound gets no gradient and stays out,
+so the bound absorbs it, unlike ``"clamp"``, whose projection lets it come back).
 
 Constraint: with ``constraint=c`` each pair's lam follows dual ascent, log lam += dual_lr (c - F) / c
 per step, so the optimum satisfies the papers' constraint E||f' - f||^2 / sigma_f = c (the lecture's
@@ -283,6 +286,9 @@ def _sigma_of(r, cfg):
         return cfg.scale * torch.sigmoid(r), math.log(cfg.scale) - F.softplus(-r)  # F.logsigmoid is ~1000x slower on CPU
     if cfg.parameterization == "log":
         return r.exp(), r
+    if cfg.parameterization == "clip":
+        s = r.clamp(cfg.sigma_min, cfg.sigma_max)
+        return s, s.log()
     return r, r.log()
 
 

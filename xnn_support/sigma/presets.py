@@ -21,7 +21,7 @@ READOUTS = ("final", "tail", "snapshot", "target", "entropy_target")
 @dataclass
 class SigmaConfig:
     """Every option of the optimisation; build with :func:`config` (presets + overrides)."""
-    parameterization: str = "log"       # sigmoid (ICML19) | log (clean) | clamp (ICML22 parity)
+    parameterization: str = "log"       # sigmoid (ICML19) | log (clean) | clamp (ICML22 parity) | clip (CVPR21 TF)
     sigma_init: Union[float, str] = 0.01  # a value, or "random" (sigmoid only: rho ~ N(0, 1))
     scale: float = 1.0                  # sigmoid: max sigma
     sigma_min: float = 1e-3             # log / clamp: bounds
@@ -53,8 +53,8 @@ class SigmaConfig:
         def bad(msg):
             raise ValueError(f"SigmaConfig: {msg}; pass a valid value for that field (an override such as "
                              "steps=200, or SigmaConfig.replace)")
-        if self.parameterization not in ("sigmoid", "log", "clamp"):
-            bad(f"parameterization must be sigmoid, log or clamp, got {self.parameterization!r}")
+        if self.parameterization not in ("sigmoid", "log", "clamp", "clip"):
+            bad(f"parameterization must be sigmoid, log, clamp or clip, got {self.parameterization!r}")
         for nm in ("steps", "samples"):
             v = getattr(self, nm)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
