@@ -1,6 +1,6 @@
 """Spans of work that a run's time profile can tell apart (``xnn reproduce --profile-time``).
 
-The runner points ``$XNN_TIME_LOG`` at ``OUT/.NN_name.time.jsonl`` while a notebook runs; code that does a
+The runner points ``$XNN_TIME_LOG`` at ``OUT/NN_name.time.jsonl`` while a notebook runs; code that does a
 kind of work the profile should separate wraps it in :func:`span` (today :func:`~.train.fit` around an
 actual training, not a cache hit). Each span appends one JSON line ``{"kind", "name", "start", "end",
 "pid"}`` (seconds since the epoch) when it ends, so spans from worker processes of the notebook land in
